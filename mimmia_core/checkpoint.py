@@ -1,0 +1,157 @@
+"""mimmia's own checkpoint format, and one loader for every format the core reads.
+
+Own format: a directory holding `model.safetensors` (weights) and `mimmia.json`
+(architecture, preprocessing, target space, provenance). Foreign formats
+(official MAE .pth, Hugging Face ViTMAE directories) live in `foreign.py`.
+"""
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .model import MAEConfig, MaskedAutoencoderViT
+from .io import atomic_write_text
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "mimmia.json"
+DECODER_PREFIXES = ("decoder_embed.", "mask_token", "decoder_pos_embed", "decoder_blocks.", "decoder_norm.",
+                    "decoder_pred.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked; the message says what is wrong."""
+
+
+@dataclass
+class LoadedModel:
+    """A model together with what is known about where it came from."""
+    model: MaskedAutoencoderViT
+    path: str
+    source_format: str                  # "mimmia", "official_mae" or "hf_vitmae"
+    has_decoder: bool
+    provenance: dict = field(default_factory=dict)
+    missing_decoder_keys: list = field(default_factory=list)
+
+    @property
+    def config(self) -> MAEConfig:
+        return self.model.config
+
+    @property
+    def fingerprint(self) -> str:
+        return weights_fingerprint(self.model)
+
+    def require_decoder(self) -> MaskedAutoencoderViT:
+        if not self.has_decoder:
+            shown = ", ".join(self.missing_decoder_keys[:4])
+            raise CheckpointError(
+                f"{self.path} is encoder-only: reconstruction needs the MAE decoder, and these weights are "
+                f"missing: {shown}{', ...' if len(self.missing_decoder_keys) > 4 else ''}. Use a checkpoint "
+                f"that carries the decoder (official 'visualize' or '_full' releases), or attach another "
+                f"model's decoder with attach_decoder().")
+        return self.model
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes, in state-dict order."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def decoder_keys(state_dict_keys) -> list:
+    return [k for k in state_dict_keys if k.startswith(DECODER_PREFIXES)]
+
+
+def load_state_dict_checked(model: MaskedAutoencoderViT, state_dict: dict, path: str,
+                            allow_missing_decoder: bool = True) -> list:
+    """Load weights, refusing unknown keys and wrong shapes with a message naming them.
+
+    Returns the decoder keys that were missing (an encoder-only checkpoint); the
+    caller must not let those random weights be used for reconstruction.
+    """
+    expected = model.state_dict()
+    unknown = sorted(set(state_dict) - set(expected))
+    if unknown:
+        raise CheckpointError(f"{path}: unknown weights {unknown[:6]}{' ...' if len(unknown) > 6 else ''} "
+                              f"for an MAE of this architecture")
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+             for k, v in state_dict.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise CheckpointError(f"{path}: shape mismatch for {'; '.join(wrong[:4])}")
+    missing = sorted(set(expected) - set(state_dict))
+    missing_decoder = decoder_keys(missing)
+    missing_encoder = [k for k in missing if k not in missing_decoder]
+    if missing_encoder:
+        raise CheckpointError(f"{path}: missing encoder weights {missing_encoder[:6]}")
+    if missing_decoder and not allow_missing_decoder:
+        raise CheckpointError(f"{path}: missing decoder weights {missing_decoder[:6]}")
+    model.load_state_dict(state_dict, strict=False)
+    return missing_decoder
+
+
+def save_checkpoint(model: MaskedAutoencoderViT, path, provenance: dict | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write the model as a mimmia checkpoint directory. `dtype` (e.g. torch.float16)
+    stores a compact copy; loading always gives float32 weights."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", dtype=dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
+    tmp = path / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "mimmia", "version": str(FORMAT_VERSION)})
+    os.replace(tmp, path / WEIGHTS_FILE)
+    meta = {
+        "format": "mimmia",
+        "version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "target_space": model.config.target_space,
+        "storage_dtype": str(dtype or next(iter(state.values())).dtype).replace("torch.", ""),
+        "provenance": provenance or {},
+    }
+    atomic_write_text(path / META_FILE, json.dumps(meta, indent=2))
+    return path
+
+
+def load_own_checkpoint(path, device="cpu") -> LoadedModel:
+    path = Path(path)
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+        config = MAEConfig.from_dict(meta["config"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / META_FILE}: not a readable mimmia config ({e})") from e
+    try:
+        state = load_file(str(path / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: not a readable safetensors file ({e})") from e
+    model = MaskedAutoencoderViT(config)
+    state = {k: v.float() for k, v in state.items()}
+    missing = load_state_dict_checked(model, state, str(path))
+    return LoadedModel(model.to(device).eval(), str(path), "mimmia", not missing,
+                       meta.get("provenance", {}), missing)
+
+
+def load_model(path, device="cpu", config: MAEConfig | None = None) -> LoadedModel:
+    """Load any supported checkpoint: a mimmia directory, a Hugging Face ViTMAE
+    directory, or an official MAE .pth file (architecture inferred from the
+    weights unless `config` is given)."""
+    from . import foreign
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / META_FILE).exists():
+            return load_own_checkpoint(path, device)
+        if (path / "config.json").exists():
+            return foreign.load_hf_vitmae(path, device)
+        raise CheckpointError(f"{path}: a directory with neither {META_FILE} (mimmia) nor config.json "
+                              f"(Hugging Face ViTMAE)")
+    return foreign.load_official_mae(path, device, config=config)

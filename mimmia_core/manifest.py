@@ -1,0 +1,90 @@
+"""Split manifests: which image ids each model was (and was not) trained on.
+
+A manifest names the data source, its fingerprint and the seed, so an attack
+run can be reproduced exactly and run against the same data again.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_write_text
+
+ROLES = ("target_members", "target_nonmembers", "shadow_members", "shadow_nonmembers")
+
+
+@dataclass
+class SplitManifest:
+    source: str                      # an open_source() spec, e.g. "demo" or "fashion-mnist:train"
+    source_fingerprint: str
+    seed: int
+    target_members: list
+    target_nonmembers: list
+    shadow_members: list
+    shadow_nonmembers: list
+    reference_members: list = field(default_factory=list)  # one id list per reference model
+
+    def __post_init__(self):
+        for role in ROLES:
+            setattr(self, role, [int(i) for i in getattr(self, role)])
+        self.reference_members = [[int(i) for i in ref] for ref in self.reference_members]
+        candidates = set(self.target_members) | set(self.target_nonmembers)
+        if set(self.target_members) & set(self.target_nonmembers):
+            raise ValueError("manifest: target members and non-members overlap")
+        if set(self.shadow_members) & set(self.shadow_nonmembers):
+            raise ValueError("manifest: shadow members and non-members overlap")
+        for i, ref in enumerate(self.reference_members):
+            if candidates & set(ref):
+                raise ValueError(f"manifest: reference model {i} was trained on target candidates; "
+                                 f"calibration needs references that exclude them")
+
+    def ids(self, role: str) -> np.ndarray:
+        if role.startswith("reference_"):
+            return np.asarray(self.reference_members[int(role.split("_")[1])], dtype=np.int64)
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles are {ROLES} and reference_<i>")
+        return np.asarray(getattr(self, role), dtype=np.int64)
+
+    def check_source(self, source) -> None:
+        fp = source.fingerprint()
+        if fp != self.source_fingerprint:
+            raise ValueError(f"manifest was made for data with fingerprint {self.source_fingerprint}, "
+                             f"but {source.name} has {fp}: the data changed")
+
+    def save(self, path) -> Path:
+        return atomic_write_text(path, json.dumps({"format": "mimmia-split", **asdict(self)}, indent=1))
+
+    @classmethod
+    def load(cls, path) -> "SplitManifest":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable split manifest ({e})") from e
+        if d.pop("format", None) != "mimmia-split":
+            raise ValueError(f"{path}: not a mimmia split manifest (missing format: mimmia-split)")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ValueError(f"{path}: malformed split manifest ({e})") from e
+
+
+def make_split(source, source_spec: str, n_members: int, n_nonmembers: int, n_references: int = 0,
+               n_reference_members: int | None = None, seed: int = 0) -> SplitManifest:
+    """Draw disjoint target, shadow and reference sets from one source.
+
+    Target and shadow each get n_members members and n_nonmembers non-members;
+    each reference model gets its own n_reference_members images (default
+    n_members) from the rest, so references exclude every candidate.
+    """
+    n_ref = n_members if n_reference_members is None else n_reference_members
+    need = 2 * (n_members + n_nonmembers) + n_references * n_ref
+    if min(n_members, n_nonmembers) < 1:
+        raise ValueError("a split needs at least one member and one non-member")
+    if need > len(source):
+        raise ValueError(f"{source.name} has {len(source)} images; this split needs {need}")
+    ids = np.random.default_rng(seed).permutation(source.ids)[:need]
+    cuts = np.cumsum([n_members, n_nonmembers, n_members, n_nonmembers] + [n_ref] * n_references)[:-1]
+    parts = np.split(ids, cuts)
+    return SplitManifest(source_spec, source.fingerprint(), seed, *[np.sort(p).tolist() for p in parts[:4]],
+                         reference_members=[np.sort(p).tolist() for p in parts[4:]])
