@@ -29,6 +29,7 @@ class MAEConfig:
     decoder_depth: int = 8
     decoder_num_heads: int = 16
     mlp_ratio: float = 4.0
+    layer_norm_eps: float = 1e-6  # official MAE; transformers' ViTMAE files say 1e-12
     norm_pix_loss: bool = False
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
@@ -185,7 +186,7 @@ class MaskedAutoencoderViT(nn.Module):
     def __init__(self, config: MAEConfig):
         super().__init__()
         self.config = c = config
-        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = partial(nn.LayerNorm, eps=c.layer_norm_eps)
 
         # encoder
         self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
