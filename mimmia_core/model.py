@@ -248,14 +248,33 @@ class MaskedAutoencoderViT(nn.Module):
         x = torch.einsum("nhwpqc->nchpwq", x)
         return x.reshape(x.shape[0], c, h * p, h * p)
 
+    @staticmethod
+    def patch_stats(patches):
+        """Per-patch mean and standard deviation (+1e-6 on the variance), as norm_pix_loss uses."""
+        return patches.mean(dim=-1, keepdim=True), (patches.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+
     def patch_targets(self, imgs):
         """Targets in the model's target space: pixels, or per-patch standardised pixels."""
         target = self.patchify(imgs)
         if self.config.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
+            mean, std = self.patch_stats(target)
+            target = (target - mean) / std
         return target
+
+    def target_to_input(self, pred, patches):
+        """Predictions in the target space -> the normalised input space of `patches` (patchified
+        images). norm_pix_loss models borrow each original patch's mean and deviation."""
+        if not self.config.norm_pix_loss:
+            return pred
+        mean, std = self.patch_stats(patches)
+        return pred * std + mean
+
+    def patch_pixels(self, patches):
+        """Patches (..., p*p*C) in the normalised input space -> pixel values in [0, 1]."""
+        c = self.config
+        mean = torch.tensor(c.mean, device=patches.device).repeat(c.patch_size ** 2)
+        std = torch.tensor(c.std, device=patches.device).repeat(c.patch_size ** 2)
+        return (patches * std + mean).clamp(0, 1)
 
     # ---- encoder / decoder -----------------------------------------------
     def random_masking(self, x, mask_ratio, noise):
@@ -281,12 +300,18 @@ class MaskedAutoencoderViT(nn.Module):
                 raise ValueError(f"noise has {noise.shape[0]} rows for {x.shape[0]} images")
             x = x.repeat(noise.shape[0] // x.shape[0], 1, 1)
         x, mask, ids_restore = self.random_masking(x, mask_ratio, noise)
+        return self._encode(x), mask, ids_restore
+
+    def forward_features(self, imgs):
+        """The encoder on every patch, no masking: (N, 1 + L, D), cls token first."""
+        return self._encode(self.patch_embed(imgs) + self.pos_embed[:, 1:, :])
+
+    def _encode(self, x):
         cls_token = self.cls_token + self.pos_embed[:, :1, :]
         x = torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         for blk in self.blocks:
             x = blk(x)
-        x = self.norm(x)
-        return x, mask, ids_restore
+        return self.norm(x)
 
     def forward_decoder(self, x, ids_restore):
         x = self.decoder_embed(x)
@@ -372,13 +397,7 @@ def reconstruct(model: MaskedAutoencoderViT, images: torch.Tensor, mask_ratio: f
     target = model.patch_targets(imgs)
     patch_error = ((pred - target) ** 2).mean(dim=-1)
 
-    pred_norm_space = pred
-    if model.config.norm_pix_loss:
-        raw = model.patchify(imgs)
-        mean = raw.mean(dim=-1, keepdim=True)
-        var = raw.var(dim=-1, keepdim=True)
-        pred_norm_space = pred * (var + 1.0e-6) ** 0.5 + mean
-    recon = model.unpatchify(pred_norm_space)
+    recon = model.unpatchify(model.target_to_input(pred, model.patchify(imgs)))
     p, C = model.config.patch_size, model.config.in_chans
     mask_img = model.unpatchify(mask.unsqueeze(-1).repeat(1, 1, p * p * C))
     original = model.denormalize(imgs)
