@@ -2,26 +2,36 @@
 
 Every source answers `len`, `ids`, `images(positions)`, `fingerprint()` and
 `batches(batch_size)`; scoring and training stream from `batches`, so memory
-does not grow with the number of images.
+does not grow with the number of images. A source opened from a spec string
+(see `open_source`) keeps it in `.spec`, which manifests record.
 """
 import gzip
 import hashlib
+import io
 import struct
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 FASHION_MNIST_DIRS = (Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fashion-mnist",
                       Path("/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 DEMO_DATA = Path(__file__).resolve().parent.parent / "assets" / "demo" / "fashion_mnist_subset.npz"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+TORCHVISION_SETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+SPLITS = ("train", "test")
 
 
 class ImageSource:
     """Base class: subclasses set `name` and `ids` and implement `images`."""
     name: str = "images"
     ids: np.ndarray
+    labels: np.ndarray | None = None
+    spec: str | None = None  # the open_source() spec that reopens this source, if any
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -34,6 +44,7 @@ class ImageSource:
         return tuple(self.images(np.arange(min(1, len(self))))[0].shape)
 
     def fingerprint(self) -> str:
+        """A hash of the ids and the decoded pixels, computed once."""
         if getattr(self, "_fingerprint", None) is None:
             h = hashlib.sha256(self.ids.astype("<i8").tobytes())
             for _, images in self.batches(4096):
@@ -65,7 +76,7 @@ class ImageSource:
 
 
 class ArraySource(ImageSource):
-    """Images held in memory (Fashion-MNIST, .npz files, the demo bundle)."""
+    """Images held in memory (Fashion-MNIST, CIFAR, .npz files, the demo bundle)."""
 
     def __init__(self, images: np.ndarray, ids=None, labels=None, name: str = "array"):
         images = np.asarray(images)
@@ -77,9 +88,12 @@ class ArraySource(ImageSource):
             raise ValueError(f"{name}: images must be uint8, got {images.dtype}")
         self._images = images
         self.ids = np.arange(len(images), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        if len(self.ids) != len(images) or len(np.unique(self.ids)) != len(self.ids):
-            raise ValueError(f"{name}: ids must be unique, one per image")
+        if self.ids.shape != (len(images),) or len(np.unique(self.ids)) != len(self.ids):
+            raise ValueError(f"{name}: ids must be unique, one per image ({len(images)} images, "
+                             f"{self.ids.size} ids, {len(np.unique(self.ids))} distinct)")
         self.labels = None if labels is None else np.asarray(labels)
+        if self.labels is not None and len(self.labels) != len(images):
+            raise ValueError(f"{name}: {len(self.labels)} labels for {len(images)} images")
         self.name = name
 
     def images(self, positions) -> np.ndarray:
@@ -93,12 +107,183 @@ class Subset(ImageSource):
         self.source = source
         self.ids = np.asarray(ids, dtype=np.int64)
         self._pos = source.positions_of(self.ids)
+        self.labels = None if source.labels is None else source.labels[self._pos]
         self.name = name or f"{source.name}[{len(self.ids)}]"
 
     def images(self, positions) -> np.ndarray:
         return self.source.images(self._pos[np.asarray(positions)])
 
 
+# --------------------------------------------------------------------------
+# Decoding image files
+# --------------------------------------------------------------------------
+def _decode(fp, what: str) -> Image.Image:
+    """The first frame of an image file, fully decoded; anything unreadable is a ValueError."""
+    try:
+        img = Image.open(fp)
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as e:
+        raise ValueError(f"{what} is not an image that PIL can read ({e})") from e
+    return img
+
+
+def _convert(img: Image.Image, mode: str, what: str) -> Image.Image:
+    """To mode "L" or "RGB". 16-bit grey is scaled to 8 bit; transparency is
+    flattened onto black; RGB -> L is PIL's ITU-R 601-2 luma; L -> RGB repeats
+    the grey value; palette images take their palette colours."""
+    if img.mode.startswith("I;16"):
+        wide = np.asarray(img).astype(np.uint32)
+        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+    elif img.mode in ("I", "F"):
+        raise ValueError(f"{what} has 32-bit {'integer' if img.mode == 'I' else 'float'} pixels (mode {img.mode}); "
+                         f"save it with 8 or 16 bits per channel")
+    if img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info:
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img.convert("RGBA"))
+    try:
+        return img.convert(mode)
+    except ValueError as e:
+        raise ValueError(f"{what}: cannot convert mode {img.mode} to {mode} ({e})") from e
+
+
+def _crop_resize(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Center-crop to the aspect ratio of (height, width), then resize (bicubic)."""
+    W, H = img.size
+    cw, ch = min(W, round(H * width / height)), min(H, round(W * height / width))
+    left, top = (W - cw) // 2, (H - ch) // 2
+    return img.crop((left, top, left + cw, top + ch)).resize((width, height), Image.Resampling.BICUBIC)
+
+
+def _as_array(img: Image.Image) -> np.ndarray:
+    a = np.asarray(img, dtype=np.uint8)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def load_image_bytes(data: bytes, img_size: int, in_chans: int, resize: bool = False) -> np.ndarray:
+    """Decode an uploaded image file to uint8 (img_size, img_size, in_chans).
+
+    The first frame is used (GIF, WebP). The image becomes the model's
+    channels: grey (in_chans=1) by ITU-R 601-2 luma from colour, or RGB
+    (in_chans=3) by repeating grey; transparency is flattened onto black and
+    16-bit grey is scaled to 8 bit. An image of another size is refused unless
+    `resize`, which center-crops it to a square and resizes it (bicubic).
+    """
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+    img = _convert(_decode(io.BytesIO(data), "the upload"), "L" if in_chans == 1 else "RGB", "the upload")
+    if img.size != (img_size, img_size):
+        if not resize:
+            raise ValueError(f"the image is {img.width}x{img.height} pixels but the model expects "
+                             f"{img_size}x{img_size}; resize it (resize=True center-crops and resizes)")
+        img = _crop_resize(img, img_size, img_size)
+    return _as_array(img)
+
+
+def to_model_size(images, img_size: int, in_chans: int):
+    """uint8 (N, H, W, C) -> uint8 (N, img_size, img_size, in_chans) in one batched op.
+
+    Non-square images are center-cropped to a square; resizing is bilinear with
+    antialias; grey is repeated to RGB and RGB becomes grey by ITU-R 601-2 luma.
+    A numpy array gives a numpy array, a tensor a tensor on its device.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if x.ndim != 4 or x.dtype != torch.uint8 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"to_model_size needs uint8 (N, H, W, 1|3) images, got {x.dtype} {tuple(x.shape)}")
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+    n, h, w, c = x.shape
+    if (h, w, c) == (img_size, img_size, in_chans):
+        return images
+    s = min(h, w)
+    x = x[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s].permute(0, 3, 1, 2).float()
+    if c == 1 and in_chans == 3:
+        x = x.expand(-1, 3, -1, -1)
+    elif c == 3 and in_chans == 1:
+        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if s != img_size:
+        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
+    out = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return out.numpy() if isinstance(images, np.ndarray) else out
+
+
+class ImageFolderSource(ImageSource):
+    """Every image file under `root` (png, jpg/jpeg, bmp, webp, gif first frame),
+    found recursively; hidden files and folders are skipped.
+
+    Files are sorted by their relative path and an image's id is its position
+    in that list, so adding or removing files renumbers the files after it
+    (the fingerprint changes too). Images are decoded per batch, never held.
+    All images are converted to `mode` ("L" or "RGB"; default: "L" if the first
+    image is grey, else "RGB") and must share the first image's size, unless
+    `resize=(height, width)` center-crops and resizes each one. If every file
+    lies in a sub-folder, `labels` index `classes`, the first sub-folder names.
+    """
+
+    def __init__(self, root, mode: str | None = None, resize: tuple | None = None, name: str | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: no such folder")
+        self.relpaths = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                               if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                               and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+        if not self.relpaths:
+            raise ValueError(f"{self.root}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        if mode not in (None, "L", "RGB"):
+            raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
+        if resize is not None and (len(resize) != 2 or min(resize) < 1):
+            raise ValueError(f"resize must be (height, width), got {resize!r}")
+        self.ids = np.arange(len(self.relpaths), dtype=np.int64)
+        self.name = name or self.root.resolve().name
+        self.resize = None if resize is None else (int(resize[0]), int(resize[1]))
+        first = self._open(0)
+        self.mode = mode or ("L" if first.mode in ("1", "L", "LA", "La", "I", "F") or first.mode.startswith("I;16")
+                             else "RGB")
+        self.size = self.resize or (first.height, first.width)
+        if all("/" in p for p in self.relpaths):
+            top = [p.split("/", 1)[0] for p in self.relpaths]
+            self.classes = sorted(set(top))
+            self.labels = np.searchsorted(self.classes, top).astype(np.int64)
+        else:
+            self.classes = None
+        options = [f"mode={mode}"] if mode else []
+        options += [f"resize={self.resize[0]}x{self.resize[1]}"] if self.resize else []
+        self.spec = f"folder:{root}" + ("?" + "&".join(options) if options else "")
+
+    @property
+    def paths(self) -> list:
+        return [self.root / p for p in self.relpaths]
+
+    def _open(self, pos: int) -> Image.Image:
+        with open(self.root / self.relpaths[pos], "rb") as f:
+            return _decode(f, str(self.root / self.relpaths[pos]))
+
+    def images(self, positions) -> np.ndarray:
+        out = np.empty((len(positions), *self.size, 1 if self.mode == "L" else 3), dtype=np.uint8)
+        for i, pos in enumerate(np.asarray(positions)):
+            path = self.root / self.relpaths[pos]
+            img = _convert(self._open(pos), self.mode, str(path))
+            if self.resize:
+                img = _crop_resize(img, *self.resize)
+            elif (img.height, img.width) != self.size:
+                raise ValueError(f"{path} is {img.width}x{img.height} pixels but {self.relpaths[0]} is "
+                                 f"{self.size[1]}x{self.size[0]}; all images must have one size "
+                                 f"(or pass resize=(height, width))")
+            out[i] = _as_array(img)
+        return out
+
+    def fingerprint(self) -> str:
+        """A hash of every file's relative path and bytes, plus mode and resize."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256(f"{self.mode} {self.resize}".encode())
+            for rel in self.relpaths:
+                with open(self.root / rel, "rb") as f:
+                    h.update(rel.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+# --------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
@@ -107,6 +292,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    if len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise ValueError(f"{path}: IDX header says shape {shape} but the file holds {len(data)} bytes")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -119,15 +306,16 @@ def _find_idx(root: Path, stem: str) -> Path:
 
 
 def load_fashion_mnist(root=None, split: str = "train", download: bool = False) -> ArraySource:
-    """Fashion-MNIST from IDX files; ids are the indices in the official split."""
-    if split not in FASHION_MNIST_FILES:
+    """Fashion-MNIST from IDX files (gzipped or not, in `root` or in torchvision's
+    root/FashionMNIST/raw); ids are the indices in the official split."""
+    if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     roots = [Path(root)] if root else [d for d in FASHION_MNIST_DIRS if d.exists()]
     if download:
         import torchvision
-        target = Path(root or "data")
-        torchvision.datasets.FashionMNIST(str(target), train=split == "train", download=True)
-        roots = [target]
+        root = root or "data"
+        torchvision.datasets.FashionMNIST(str(root), train=split == "train", download=True)
+        roots = [Path(root)]
     img_stem, lbl_stem = FASHION_MNIST_FILES[split]
     for r in roots:
         try:
@@ -135,20 +323,106 @@ def load_fashion_mnist(root=None, split: str = "train", download: bool = False) 
             labels = _read_idx(_find_idx(r, lbl_stem))
         except FileNotFoundError:
             continue
-        return ArraySource(images, labels=labels, name=f"fashion-mnist-{split}")
+        source = ArraySource(images, labels=labels, name=f"fashion-mnist-{split}")
+        source.spec = f"fashion-mnist:{split}" + (f"@{root}" if root else "")
+        return source
     raise FileNotFoundError(f"Fashion-MNIST {split} files not found in {[str(r) for r in roots] or FASHION_MNIST_DIRS}; "
                             f"pass root= or download=True")
 
 
+def load_torchvision(name: str, root, train: bool = True, download: bool = False) -> ArraySource:
+    """A torchvision dataset ("cifar10", "cifar100", "mnist", "fashion-mnist") in
+    its on-disk layout under `root`, as uint8 NHWC; ids are the dataset indices."""
+    import torchvision.datasets
+
+    if name not in TORCHVISION_SETS:
+        raise ValueError(f"unknown torchvision dataset {name!r}; choose one of {sorted(TORCHVISION_SETS)}")
+    split = "train" if train else "test"
+    try:
+        ds = getattr(torchvision.datasets, TORCHVISION_SETS[name])(str(root), train=train, download=download)
+    except RuntimeError as e:
+        raise FileNotFoundError(f"{name} ({split}) not found or corrupted under {root}: {e}") from e
+    source = ArraySource(np.asarray(ds.data), labels=np.asarray(ds.targets), name=f"{name}-{split}")
+    source.spec = f"{name}:{root}:{split}"
+    return source
+
+
 def load_npz(path, name: str | None = None) -> ArraySource:
     """An .npz with `images` (uint8, N x H x W [x C]) and optional `ids` and `labels`."""
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable .npz file ({e})") from e
+    with z:
         if "images" not in z:
             raise ValueError(f"{path}: an .npz image source needs an 'images' array, found {list(z.keys())}")
-        return ArraySource(z["images"], z["ids"] if "ids" in z else None,
-                           z["labels"] if "labels" in z else None, name or Path(path).stem)
+        source = ArraySource(z["images"], z["ids"] if "ids" in z else None,
+                             z["labels"] if "labels" in z else None, name or Path(path).stem)
+    source.spec = f"npz:{path}"
+    return source
 
 
 def load_demo() -> ArraySource:
     """The bundled Fashion-MNIST subset; ids are the official training-set indices."""
-    return load_npz(DEMO_DATA, name="demo-fashion-mnist")
+    source = load_npz(DEMO_DATA, name="demo-fashion-mnist")
+    source.spec = "demo"
+    return source
+
+
+def _split_suffix(rest: str, spec: str) -> tuple[str, str]:
+    """"ROOT:test" -> ("ROOT", "test"); no suffix means "train"."""
+    head, _, tail = rest.rpartition(":")
+    if head and tail in SPLITS:
+        return head, tail
+    if not rest:
+        raise ValueError(f"source spec {spec!r} needs a root folder, e.g. {spec.rstrip(':')}:data")
+    return rest, "train"
+
+
+def open_source(spec: str) -> ImageSource:
+    """Open an image source from a short spec:
+
+        demo                                  the bundled Fashion-MNIST subset
+        fashion-mnist[:train|:test][@ROOT]    IDX files (default: the shared copy)
+        mnist:ROOT[:train|:test]              torchvision layout under ROOT
+        cifar10:ROOT[:train|:test]            torchvision layout (ROOT/cifar-10-batches-py)
+        cifar100:ROOT[:train|:test]           torchvision layout (ROOT/cifar-100-python)
+        folder:PATH[?mode=L|RGB][&resize=HxW] image files under PATH (ImageFolderSource)
+        npz:PATH                              an .npz with images [, ids, labels]
+
+    The split defaults to train. The returned source's `.spec` reopens it.
+    """
+    kind, _, rest = spec.partition(":")
+    if spec == "demo":
+        return load_demo()
+    if kind.startswith("fashion-mnist"):
+        head, _, root = spec.partition("@")
+        split = head.partition(":")[2] or "train"
+        if head.partition(":")[0] != "fashion-mnist" or split not in SPLITS:
+            raise ValueError(f"bad source spec {spec!r}; expected fashion-mnist[:train|:test][@ROOT]")
+        return load_fashion_mnist(root or None, split)
+    if kind in TORCHVISION_SETS:
+        root, split = _split_suffix(rest, spec)
+        return load_torchvision(kind, root, train=split == "train")
+    if kind == "folder" and rest:
+        path, _, query = rest.partition("?")
+        options = dict(item.partition("=")[::2] for item in query.split("&") if item)
+        if set(options) - {"mode", "resize"}:
+            raise ValueError(f"bad source spec {spec!r}: folder options are mode=L|RGB and resize=HxW")
+        try:
+            resize = tuple(int(v) for v in options["resize"].split("x")) if "resize" in options else None
+        except ValueError:
+            raise ValueError(f"bad source spec {spec!r}: resize must be HEIGHTxWIDTH, e.g. resize=32x32") from None
+        return ImageFolderSource(path, mode=options.get("mode"), resize=resize)
+    if kind == "npz" and rest:
+        return load_npz(rest)
+    raise ValueError(f"unknown source spec {spec!r}; use demo, fashion-mnist[:train|:test][@ROOT], "
+                     f"mnist|cifar10|cifar100:ROOT[:train|:test], folder:PATH or npz:PATH")
+
+
+def source_spec(source: ImageSource) -> str:
+    """The spec that reopens `source` with open_source."""
+    if not source.spec:
+        raise ValueError(f"{source.name} was not opened from a spec; save it with numpy.savez "
+                         f"(images, ids, labels) and open it as npz:PATH")
+    return source.spec
