@@ -209,6 +209,9 @@ class MaskedAutoencoderViT(nn.Module):
         self.decoder_norm = norm_layer(c.decoder_embed_dim)
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_size ** 2 * c.in_chans, bias=True)
 
+        # preprocessing constants on the model's device, outside the state dict (no per-batch host copies)
+        self.register_buffer("pixel_mean", torch.tensor(c.mean), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(c.std), persistent=False)
         self.initialize_weights()
 
     def initialize_weights(self, generator: torch.Generator | None = None):
@@ -271,10 +274,8 @@ class MaskedAutoencoderViT(nn.Module):
 
     def patch_pixels(self, patches):
         """Patches (..., p*p*C) in the normalised input space -> pixel values in [0, 1]."""
-        c = self.config
-        mean = torch.tensor(c.mean, device=patches.device).repeat(c.patch_size ** 2)
-        std = torch.tensor(c.std, device=patches.device).repeat(c.patch_size ** 2)
-        return (patches * std + mean).clamp(0, 1)
+        pp = self.config.patch_size ** 2  # channels vary fastest in a patch
+        return (patches * self.pixel_std.repeat(pp) + self.pixel_mean.repeat(pp)).clamp(0, 1)
 
     # ---- encoder / decoder -----------------------------------------------
     def random_masking(self, x, mask_ratio, noise):
@@ -349,18 +350,12 @@ class MaskedAutoencoderViT(nn.Module):
                              f"(height, width, channels), got {tuple(images.shape)}")
         if images.dtype != torch.uint8:
             raise ValueError(f"model expects uint8 images, got {images.dtype}")
-        dev = self.pos_embed.device
-        x = images.to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-        mean = torch.tensor(c.mean, device=dev).view(1, -1, 1, 1)
-        std = torch.tensor(c.std, device=dev).view(1, -1, 1, 1)
-        return (x - mean) / std
+        x = images.to(self.pixel_mean.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        return (x - self.pixel_mean.view(1, -1, 1, 1)) / self.pixel_std.view(1, -1, 1, 1)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """normalised (N, C, H, W) -> pixel values in [0, 1]"""
-        c = self.config
-        mean = torch.tensor(c.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(c.std, device=x.device).view(1, -1, 1, 1)
-        return (x * std + mean).clamp(0, 1)
+        return (x * self.pixel_std.view(1, -1, 1, 1) + self.pixel_mean.view(1, -1, 1, 1)).clamp(0, 1)
 
 
 @dataclass
