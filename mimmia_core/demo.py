@@ -1,0 +1,122 @@
+"""The bundled demo: a real Fashion-MNIST subset and MAEs that really leak.
+
+`build_demo` rebuilds assets/demo from the Fashion-MNIST training files with
+the project's own training loop; every number it uses is a parameter here.
+"""
+import json
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_own_checkpoint, save_checkpoint
+from .data import DEMO_DATA, FASHION_MNIST_DIRS, load_fashion_mnist, load_npz
+from .io import atomic_write_bytes, atomic_write_text
+from .manifest import SplitManifest, make_split
+from .model import build_model, get_config
+from .train import TrainConfig, train_mae
+
+DEMO_DIR = DEMO_DATA.parent
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    preset: str = "mae_tiny_28"
+    patch_size: int = 4
+    n_members: int = 128
+    n_nonmembers: int = 512
+    n_references: int = 4
+    epochs: int = 800
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_epochs: float = 40
+    weight_decay: float = 0.0
+    mask_ratio: float = 0.75
+    seed: int = 0
+
+
+def demo_models(demo_dir=DEMO_DIR) -> dict:
+    """Role -> checkpoint directory, for target, shadow and ref-<i>."""
+    models = Path(demo_dir) / "models"
+    refs = sorted(models.glob("ref-*"), key=lambda p: int(p.name.split("-")[1]))
+    return {"target": models / "target", "shadow": models / "shadow", **{p.name: p for p in refs}}
+
+
+def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnist_root=None, device=None,
+               jobs: int = 1, progress: bool = True) -> Path:
+    """Draw the subset and split, then train target, shadow and reference MAEs on it.
+
+    Training resumes where an interrupted build stopped. With jobs > 1 the
+    models train in parallel processes, one CPU thread each.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "models").mkdir(parents=True, exist_ok=True)
+    full = load_fashion_mnist(fashion_mnist_root, split="train")
+    size = 2 * (recipe.n_members + recipe.n_nonmembers) + recipe.n_references * recipe.n_members
+    picked = np.sort(np.random.default_rng(recipe.seed).choice(full.ids, size=size, replace=False))
+    pos = full.positions_of(picked)
+    atomic_write_bytes(out_dir / DEMO_DATA.name, _npz_bytes(images=full.images(pos), ids=picked,
+                                                           labels=full.labels[pos]))
+    _copy_licence(fashion_mnist_root, out_dir)
+    demo = load_npz(out_dir / DEMO_DATA.name, name="demo-fashion-mnist")
+    make_split(demo, "demo", recipe.n_members, recipe.n_nonmembers, recipe.n_references,
+               seed=recipe.seed).save(out_dir / "manifest.json")
+
+    roles = [("target", "target_members"), ("shadow", "shadow_members")] + \
+        [(f"ref-{i}", f"reference_{i}") for i in range(recipe.n_references)]
+    jobs_args = [(out_dir, recipe, name, role, i, device, progress and jobs == 1) for i, (name, role) in
+                 enumerate(roles)]
+    if jobs == 1:
+        for args in jobs_args:
+            _train_role(*args)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=torch.set_num_threads,
+                                 initargs=(1,)) as pool:
+            list(pool.map(_train_role, *zip(*jobs_args)))
+    atomic_write_text(out_dir / "recipe.json", json.dumps(asdict(recipe), indent=1))
+    return out_dir
+
+
+def _train_role(out_dir: Path, recipe: DemoRecipe, name: str, role: str, index: int, device, progress: bool):
+    done = out_dir / "models" / name / "mimmia.json"
+    if done.exists() and json.loads(done.read_text())["provenance"].get("recipe") == asdict(recipe):
+        return
+    demo = load_npz(out_dir / DEMO_DATA.name, name="demo-fashion-mnist")
+    members = demo.subset(SplitManifest.load(out_dir / "manifest.json").ids(role), name=f"demo/{role}")
+    cfg = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                      warmup_epochs=recipe.warmup_epochs, weight_decay=recipe.weight_decay,
+                      mask_ratio=recipe.mask_ratio, seed=recipe.seed + index)
+    model = build_model(get_config(recipe.preset, patch_size=recipe.patch_size), seed=recipe.seed + index)
+    work = out_dir / "models" / f".{name}.training"
+    train_mae(model, members, cfg, out_dir=work, resume=True, progress=progress, device=device,
+              provenance={"manifest": "manifest.json", "role": role, "recipe": asdict(recipe)})
+    trained = load_own_checkpoint(work)
+    save_checkpoint(trained.model, out_dir / "models" / name, trained.provenance, dtype=torch.float16)
+    shutil.rmtree(work)
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _copy_licence(root, out_dir: Path) -> None:
+    for d in ([Path(root)] if root else list(FASHION_MNIST_DIRS)):
+        if (d / "LICENSE").exists():
+            text = (d / "LICENSE").read_text()
+            break
+    else:
+        text = "Fashion-MNIST, Copyright (c) 2017 Zalando SE, MIT licence: https://github.com/zalandoresearch/fashion-mnist\n"
+    atomic_write_text(out_dir / "LICENSE-fashion-mnist.txt",
+                      "The images in fashion_mnist_subset.npz are a subset of Fashion-MNIST's training set.\n\n" + text)
+
+
+def load_demo_manifest(demo_dir=DEMO_DIR) -> SplitManifest:
+    return SplitManifest.load(Path(demo_dir) / "manifest.json")
