@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import source_spec as spec_of
 from .io import atomic_write_text
 
 ROLES = ("target_members", "target_nonmembers", "shadow_members", "shadow_nonmembers")
@@ -21,14 +22,21 @@ class SplitManifest:
     seed: int
     target_members: list
     target_nonmembers: list
-    shadow_members: list
+    shadow_members: list             # both shadow lists may be empty: no shadow model
     shadow_nonmembers: list
     reference_members: list = field(default_factory=list)  # one id list per reference model
 
     def __post_init__(self):
+        if not isinstance(self.source, str) or not isinstance(self.source_fingerprint, str):
+            raise ValueError("manifest: source and source_fingerprint must be strings")
+        self.seed = int(self.seed)
         for role in ROLES:
-            setattr(self, role, [int(i) for i in getattr(self, role)])
-        self.reference_members = [[int(i) for i in ref] for ref in self.reference_members]
+            setattr(self, role, _id_list(getattr(self, role), role))
+        self.reference_members = [_id_list(ref, f"reference_{i}") for i, ref in enumerate(self.reference_members)]
+        if not self.target_members or not self.target_nonmembers:
+            raise ValueError("manifest: target members and non-members must both be non-empty")
+        if bool(self.shadow_members) != bool(self.shadow_nonmembers):
+            raise ValueError("manifest: shadow members and non-members must be both given or both empty")
         candidates = set(self.target_members) | set(self.target_nonmembers)
         if set(self.target_members) & set(self.target_nonmembers):
             raise ValueError("manifest: target members and non-members overlap")
@@ -41,16 +49,26 @@ class SplitManifest:
 
     def ids(self, role: str) -> np.ndarray:
         if role.startswith("reference_"):
-            return np.asarray(self.reference_members[int(role.split("_")[1])], dtype=np.int64)
+            index = role.split("_", 1)[1]
+            if not index.isdigit() or int(index) >= len(self.reference_members):
+                raise ValueError(f"unknown role {role!r}; this manifest has {len(self.reference_members)} references")
+            return np.asarray(self.reference_members[int(index)], dtype=np.int64)
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; roles are {ROLES} and reference_<i>")
         return np.asarray(getattr(self, role), dtype=np.int64)
 
     def check_source(self, source) -> None:
+        """Refuse a source whose data differs from the one the manifest was made for."""
         fp = source.fingerprint()
         if fp != self.source_fingerprint:
             raise ValueError(f"manifest was made for data with fingerprint {self.source_fingerprint}, "
                              f"but {source.name} has {fp}: the data changed")
+        roles = list(ROLES) + [f"reference_{i}" for i in range(len(self.reference_members))]
+        for role in roles:
+            missing = np.setdiff1d(self.ids(role), source.ids)
+            if len(missing):
+                raise ValueError(f"manifest {role} has {len(missing)} ids that {source.name} lacks, "
+                                 f"e.g. {missing[:5].tolist()}")
 
     def save(self, path) -> Path:
         return atomic_write_text(path, json.dumps({"format": "mimmia-split", **asdict(self)}, indent=1))
@@ -59,32 +77,46 @@ class SplitManifest:
     def load(cls, path) -> "SplitManifest":
         try:
             d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: not a readable split manifest ({e})") from e
-        if d.pop("format", None) != "mimmia-split":
+        if not isinstance(d, dict) or d.pop("format", None) != "mimmia-split":
             raise ValueError(f"{path}: not a mimmia split manifest (missing format: mimmia-split)")
         try:
             return cls(**d)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: malformed split manifest ({e})") from e
 
 
-def make_split(source, source_spec: str, n_members: int, n_nonmembers: int, n_references: int = 0,
+def _id_list(ids, role: str) -> list:
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise ValueError(f"manifest: {role} must be a list of image ids, got {type(ids).__name__}")
+    out = [int(i) for i in ids]
+    if len(set(out)) != len(out):
+        raise ValueError(f"manifest: {role} lists an id more than once")
+    return out
+
+
+def make_split(source, source_spec: str | None, n_members: int, n_nonmembers: int, n_references: int = 0,
                n_reference_members: int | None = None, seed: int = 0) -> SplitManifest:
     """Draw disjoint target, shadow and reference sets from one source.
 
     Target and shadow each get n_members members and n_nonmembers non-members;
     each reference model gets its own n_reference_members images (default
-    n_members) from the rest, so references exclude every candidate.
+    n_members) from the rest, so references exclude every candidate. Ids are
+    sorted within each set. source_spec=None takes the source's own `.spec`.
     """
     n_ref = n_members if n_reference_members is None else n_reference_members
-    need = 2 * (n_members + n_nonmembers) + n_references * n_ref
     if min(n_members, n_nonmembers) < 1:
         raise ValueError("a split needs at least one member and one non-member")
+    if n_references < 0 or (n_references and n_ref < 1):
+        raise ValueError(f"n_references must be >= 0 and each reference needs images, "
+                         f"got {n_references} x {n_ref}")
+    need = 2 * (n_members + n_nonmembers) + n_references * n_ref
     if need > len(source):
         raise ValueError(f"{source.name} has {len(source)} images; this split needs {need}")
     ids = np.random.default_rng(seed).permutation(source.ids)[:need]
     cuts = np.cumsum([n_members, n_nonmembers, n_members, n_nonmembers] + [n_ref] * n_references)[:-1]
     parts = np.split(ids, cuts)
-    return SplitManifest(source_spec, source.fingerprint(), seed, *[np.sort(p).tolist() for p in parts[:4]],
+    return SplitManifest(source_spec or spec_of(source), source.fingerprint(), seed,
+                         *[np.sort(p).tolist() for p in parts[:4]],
                          reference_members=[np.sort(p).tolist() for p in parts[4:]])
