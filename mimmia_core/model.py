@@ -223,6 +223,8 @@ class MaskedAutoencoderViT(nn.Module):
 
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view([w.shape[0], -1]), generator=generator)
+        bound = (w[0].numel()) ** -0.5  # PyTorch's default conv bias init, as MAE keeps, but seeded
+        nn.init.uniform_(self.patch_embed.proj.bias, -bound, bound, generator=generator)
         nn.init.normal_(self.cls_token, std=0.02, generator=generator)
         nn.init.normal_(self.mask_token, std=0.02, generator=generator)
         for m in self.modules():
