@@ -1,0 +1,27 @@
+"""Shared test fixtures: tiny models and images, one CPU thread."""
+import numpy as np
+import pytest
+import torch
+
+from mimmia_core.model import MAEConfig, build_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_config() -> MAEConfig:
+    """16 px RGB, patch 4 (16 patches), encoder 32 / 2 / 4, decoder 24 / 1 / 3."""
+    return MAEConfig(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4,
+                     decoder_embed_dim=24, decoder_depth=1, decoder_num_heads=3, mlp_ratio=2.0)
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    return build_model(tiny_config, seed=0).eval()
+
+
+@pytest.fixture
+def tiny_images() -> torch.Tensor:
+    """Six uint8 images (6, 16, 16, 3)."""
+    rng = np.random.default_rng(0)
+    return torch.from_numpy(rng.integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8))
