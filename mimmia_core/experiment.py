@@ -1,0 +1,115 @@
+"""An experiment: the target model, its candidate images, and what the adversary holds.
+
+The adversary's side is a shadow model with its own members and non-members
+(to learn a threshold) and reference models trained without the candidates
+(to calibrate per-image difficulty). `load_experiment` builds one from paths,
+source specs (see data.open_source) and a split manifest.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import LoadedModel, load_model
+from .data import DEMO_DATA, ImageSource, load_demo, load_npz, open_source
+from .foreign import attach_decoder, describe_checkpoint
+from .manifest import SplitManifest
+from .train import default_device
+
+DEMO_DIR = DEMO_DATA.parent
+
+
+@dataclass
+class Experiment:
+    name: str
+    target: LoadedModel
+    shadow: LoadedModel | None
+    references: list
+    members: ImageSource                  # target candidates, label 1
+    nonmembers: ImageSource               # target candidates, label 0
+    shadow_members: ImageSource | None = None
+    shadow_nonmembers: ImageSource | None = None
+    manifest: SplitManifest | None = None
+    notes: list = field(default_factory=list)   # e.g. where an encoder-only target's decoder came from
+
+    def sources(self) -> dict:
+        """Role -> source, for the roles this experiment has."""
+        roles = dict(target_member=self.members, target_nonmember=self.nonmembers,
+                     shadow_member=self.shadow_members, shadow_nonmember=self.shadow_nonmembers)
+        return {role: s for role, s in roles.items() if s is not None}
+
+    def describe(self) -> dict:
+        """Names, formats, fingerprints and split sizes, for the overview page and reports."""
+        return dict(
+            name=self.name,
+            target=describe_checkpoint(self.target),
+            shadow=describe_checkpoint(self.shadow) if self.shadow is not None else None,
+            references=[describe_checkpoint(r) for r in self.references],
+            data={role: dict(name=s.name, spec=s.spec, size=len(s), fingerprint=s.fingerprint())
+                  for role, s in self.sources().items()},
+            manifest=None if self.manifest is None else dict(
+                source=self.manifest.source, source_fingerprint=self.manifest.source_fingerprint,
+                seed=self.manifest.seed, reference_sets=len(self.manifest.reference_members)),
+            notes=list(self.notes),
+        )
+
+
+def _model(x, device) -> LoadedModel:
+    return x if isinstance(x, LoadedModel) else load_model(x, device)
+
+
+def _source(x) -> ImageSource | None:
+    return x if x is None or isinstance(x, ImageSource) else open_source(str(x))
+
+
+def load_experiment(target, shadow=None, references=(), manifest=None, data=None, members=None, nonmembers=None,
+                    shadow_members=None, shadow_nonmembers=None, device=None, decoder_from=None,
+                    name: str | None = None) -> Experiment:
+    """Build an experiment from checkpoint paths (or LoadedModels) and sources.
+
+    Candidates come from `manifest` (a path or SplitManifest) applied to `data`
+    (a spec or source; default: the manifest's own source spec, checked against
+    its fingerprint), or from explicit `members` / `nonmembers` (and the
+    shadow's), which take precedence. An encoder-only target gets the decoder
+    of `decoder_from` ("shadow", a path or a LoadedModel) attached, as in the
+    paper's encoder-only setting.
+    """
+    device = device if device is not None else default_device()
+    target, shadow = _model(target, device), (None if shadow is None else _model(shadow, device))
+    references = [_model(r, device) for r in references]
+    sets = dict(target_members=_source(members), target_nonmembers=_source(nonmembers),
+                shadow_members=_source(shadow_members), shadow_nonmembers=_source(shadow_nonmembers))
+    if manifest is not None:
+        manifest = manifest if isinstance(manifest, SplitManifest) else SplitManifest.load(manifest)
+        data = _source(data if data is not None else manifest.source)
+        manifest.check_source(data)
+        for role, given in sets.items():
+            if given is None:
+                sets[role] = data.subset(manifest.ids(role), name=f"{data.name}/{role}")
+    if sets["target_members"] is None or sets["target_nonmembers"] is None:
+        raise ValueError("an experiment needs target members and non-members: give a manifest, or members and "
+                         "nonmembers sources")
+    notes = []
+    if not target.has_decoder and decoder_from is not None:
+        donor = shadow if decoder_from == "shadow" else _model(decoder_from, device)
+        if donor is None:
+            raise ValueError("decoder_from='shadow' needs a shadow model")
+        notes.append(f"the target {target.path} is encoder-only; its decoder comes from {donor.path}")
+        target = attach_decoder(target, donor)
+    return Experiment(name or Path(target.path).name, target, shadow, references,
+                      sets["target_members"], sets["target_nonmembers"], sets["shadow_members"],
+                      sets["shadow_nonmembers"], manifest, notes)
+
+
+def load_demo_experiment(device=None, demo_dir=DEMO_DIR) -> Experiment:
+    """The bundled demo: target, shadow and ref-* MAEs on a Fashion-MNIST subset (assets/demo)."""
+    demo_dir = Path(demo_dir)
+    models = demo_dir / "models"
+    if not (demo_dir / "manifest.json").exists() or not (models / "target").exists():
+        raise FileNotFoundError(f"no demo bundle in {demo_dir}; build it with `mimmia build-demo --out {demo_dir}`")
+    refs = sorted(models.glob("ref-*"), key=lambda p: int(p.name.split("-")[1]))
+    shadow = models / "shadow" if (models / "shadow").exists() else None
+    data = load_demo() if demo_dir == DEMO_DIR else load_npz(demo_dir / DEMO_DATA.name, name="demo-fashion-mnist")
+    return load_experiment(models / "target", shadow, refs, manifest=demo_dir / "manifest.json", data=data,
+                           device=device, name="demo")
+
+
+__all__ = ["Experiment", "load_experiment", "load_demo_experiment", "DEMO_DIR"]

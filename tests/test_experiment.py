@@ -1,0 +1,101 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mimmia_core.checkpoint import DECODER_PREFIXES, LoadedModel, save_checkpoint
+from mimmia_core.data import ArraySource
+from mimmia_core.experiment import load_demo_experiment, load_experiment
+from mimmia_core.manifest import SplitManifest, make_split
+from mimmia_core.model import MAEConfig, build_model
+
+torch.set_num_threads(1)
+TINY = MAEConfig(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16,
+                 decoder_depth=1, decoder_num_heads=2, mean=(0.5,), std=(0.5,))
+
+
+def write_tiny_experiment(root, n_images=40, n_refs=2):
+    """An experiment on disk: random 8x8 images (npz), a split manifest, and tiny random MAEs
+    (target, shadow, ref-<i>) as mimmia checkpoints. Returns a dict of the paths."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n_images, 8, 8, 1), dtype=np.uint8)
+    data = root / "data.npz"
+    np.savez(data, images=images, ids=np.arange(100, 100 + n_images), labels=np.arange(n_images) % 3)
+    source = ArraySource(images, np.arange(100, 100 + n_images), name="data")
+    manifest = make_split(source, f"npz:{data}", n_members=6, n_nonmembers=6, n_references=n_refs,
+                          n_reference_members=4)
+    manifest.save(root / "manifest.json")
+    paths = dict(data=data, manifest=root / "manifest.json", refs=[])
+    for i, name in enumerate(["target", "shadow"] + [f"ref-{r}" for r in range(n_refs)]):
+        save_checkpoint(build_model(TINY, seed=i), root / "models" / name, {"epochs": i})
+        if name.startswith("ref"):
+            paths["refs"].append(root / "models" / name)
+        else:
+            paths[name] = root / "models" / name
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_experiment(tmp_path_factory.mktemp("tiny"))
+
+
+def test_load_experiment_from_a_manifest(tiny):
+    exp = load_experiment(tiny["target"], tiny["shadow"], tiny["refs"], manifest=tiny["manifest"], device="cpu")
+    manifest = SplitManifest.load(tiny["manifest"])
+    assert exp.name == "target" and len(exp.references) == 2
+    assert exp.members.ids.tolist() == manifest.target_members
+    assert exp.shadow_nonmembers.ids.tolist() == manifest.shadow_nonmembers
+    d = exp.describe()
+    assert json.loads(json.dumps(d)) == d
+    assert d["target"]["fingerprint"] == exp.target.fingerprint != d["shadow"]["fingerprint"]
+    assert d["data"]["target_member"]["size"] == 6 and d["data"]["shadow_nonmember"]["size"] == 6
+    assert d["manifest"]["source"] == f"npz:{tiny['data']}" and d["manifest"]["reference_sets"] == 2
+
+
+def test_explicit_sources_override_the_manifest(tiny, tmp_path):
+    other = tmp_path / "other.npz"
+    np.savez(other, images=np.zeros((3, 8, 8, 1), np.uint8))
+    exp = load_experiment(tiny["target"], members=f"npz:{other}", nonmembers=f"npz:{tiny['data']}", device="cpu")
+    assert len(exp.members) == 3 and len(exp.nonmembers) == 40 and exp.shadow is None
+    exp = load_experiment(tiny["target"], manifest=tiny["manifest"], members=f"npz:{other}", device="cpu")
+    assert len(exp.members) == 3 and len(exp.nonmembers) == 6
+
+
+def test_load_experiment_refuses_bad_input(tiny, tmp_path):
+    with pytest.raises(ValueError, match="needs target members and non-members"):
+        load_experiment(tiny["target"], device="cpu")
+    changed = tmp_path / "changed.npz"
+    with np.load(tiny["data"]) as z:
+        images = z["images"].copy()
+        images[0] ^= 1
+        np.savez(changed, images=images, ids=z["ids"])
+    with pytest.raises(ValueError, match="the data changed"):
+        load_experiment(tiny["target"], manifest=tiny["manifest"], data=f"npz:{changed}", device="cpu")
+    with pytest.raises(ValueError, match="no such file"):
+        load_experiment(tmp_path / "missing", manifest=tiny["manifest"], device="cpu")
+
+
+def test_encoder_only_target_borrows_the_shadow_decoder(tiny):
+    full = load_experiment(tiny["target"], tiny["shadow"], manifest=tiny["manifest"], device="cpu")
+    missing = [k for k in full.target.model.state_dict() if k.startswith(DECODER_PREFIXES)]
+    encoder_only = LoadedModel(full.target.model, "encoder.pth", "official_mae", False, {}, missing)
+    exp = load_experiment(encoder_only, full.shadow, manifest=tiny["manifest"], decoder_from="shadow", device="cpu")
+    assert exp.target.has_decoder and "encoder-only" in exp.notes[0]
+    sd, shadow_sd = exp.target.model.state_dict(), full.shadow.model.state_dict()
+    assert torch.equal(sd["decoder_pred.weight"], shadow_sd["decoder_pred.weight"])
+    assert torch.equal(sd["blocks.0.attn.qkv.weight"], full.target.model.state_dict()["blocks.0.attn.qkv.weight"])
+
+
+def test_demo_experiment_layout(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError, match="build-demo"):
+        load_demo_experiment(device="cpu", demo_dir=tmp_path / "nowhere")
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny["target"].parent, demo / "models")
+    shutil.copy(tiny["data"], demo / "fashion_mnist_subset.npz")
+    shutil.copy(tiny["manifest"], demo / "manifest.json")
+    exp = load_demo_experiment(device="cpu", demo_dir=demo)
+    assert exp.name == "demo" and [r.path.rsplit("/", 1)[1] for r in exp.references] == ["ref-0", "ref-1"]
+    assert len(exp.shadow_members) == 6
