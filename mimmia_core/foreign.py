@@ -39,13 +39,14 @@ def _torch_load(path: Path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
-            what = re.search(r"^(Trying to load unsupported [^\n]*|Unsupported [^\n]*)", str(e), re.M)
+        what = re.search(r"^(Trying to load unsupported [^\n]*|Unsupported [^\n]*)", str(e), re.M)
+        what = what.group(1) if what else str(e)[:200]
+        if "GLOBAL" in what:
             raise CheckpointError(
-                f"{path}: refused to unpickle: the file asks for Python objects other than weights "
-                f"({what.group(1) if what else 'unsupported pickle content'}). Such objects can run code, so "
-                f"mimmia loads tensors only; nothing from the file was executed.") from e
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({e})") from e
+                f"{path}: refused to unpickle: the file asks for Python objects other than weights ({what}). "
+                f"Such objects can run code, so mimmia loads tensors only; nothing from the file was executed.") from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: the weights-only unpickler stopped at "
+                              f"{what!r}; nothing from the file was executed") from e
     except Exception as e:  # torch.load raises many types (KeyError, EOFError, RuntimeError ...) on bad bytes
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or a truncated one "
                               f"({type(e).__name__}: {str(e)[:200] or 'unexpected end of file'})") from e
