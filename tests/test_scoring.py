@@ -1,0 +1,212 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mimmia_core.cache import ScoreCache
+from mimmia_core.checkpoint import CheckpointError, LoadedModel
+from mimmia_core.data import ArraySource
+from mimmia_core.model import MAEConfig, build_model, mask_noise, reconstruct
+from mimmia_core.scoring import (DISTANCES, Scorer, Scores, ScoreSpec, embedding_similarity, score_distances,
+                                 score_images)
+
+torch.set_num_threads(1)
+
+TINY = dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32,
+            decoder_depth=1, decoder_num_heads=2, mean=(0.5,), std=(0.25,))
+
+
+def tiny_model(norm_pix_loss=False, in_chans=1, seed=0):
+    extra = dict(in_chans=3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25)) if in_chans == 3 else {}
+    return build_model(MAEConfig(**{**TINY, **extra}, norm_pix_loss=norm_pix_loss), seed=seed).eval()
+
+
+def tiny_source(n=11, channels=1, seed=0):
+    images = np.random.default_rng(seed).integers(0, 256, (n, 16, 16, channels), dtype=np.uint8)
+    return ArraySource(images, ids=np.arange(100, 100 + n) * 7, name=f"rand{seed}")
+
+
+def reference(model, source, spec):
+    """Each distance by the plain forward, one image and one mask at a time."""
+    L, c = model.config.num_patches, model.config
+    images, ids = torch.from_numpy(source.images(np.arange(len(source)))), source.ids
+    noise = mask_noise(spec.seed, ids, spec.num_masks, L)
+    out = {d: np.zeros((spec.num_masks, len(source))) for d in DISTANCES}
+    with torch.no_grad():
+        for k in range(spec.num_masks):
+            for i in range(len(source)):
+                x = model.normalize(images[i:i + 1])
+                loss, pred, mask = model(x, spec.mask_ratio, noise[k, i:i + 1])
+                out["masked_mse"][k, i] = loss.item()
+                out["all_mse"][k, i] = ((pred - model.patch_targets(x)) ** 2).mean().item()
+                rec = reconstruct(model, images[i:i + 1], spec.mask_ratio, noise[k, i:i + 1])
+                m = model.unpatchify(rec.mask[..., None].repeat(1, 1, c.patch_size ** 2 * c.in_chans)).bool()
+                diff = (rec.reconstruction - rec.original)[m]
+                out["pixel_mse"][k, i] = (diff ** 2).mean().item()
+                out["pixel_l1"][k, i] = diff.abs().mean().item()
+    out["psnr"] = 10 * np.log10(1 / out["pixel_mse"])
+    return out
+
+
+@pytest.mark.parametrize("norm_pix_loss,channels", [(False, 1), (True, 1), (True, 3)])
+def test_distances_match_per_image_reference(norm_pix_loss, channels):
+    model, source = tiny_model(norm_pix_loss, channels), tiny_source(5, channels)
+    spec = ScoreSpec(mask_ratio=0.6, num_masks=3, seed=4)
+    ids, per = score_distances(model, source, spec, batch_size=2)
+    ref = reference(model, source, spec)
+    np.testing.assert_array_equal(ids, source.ids)
+    for d in DISTANCES:
+        assert per[d].shape == (3, 5)
+        np.testing.assert_allclose(per[d], ref[d], rtol=1e-4, atol=1e-6, err_msg=d)
+    # the masked patches are what is scored: masked and all-patch MSE differ
+    assert not np.allclose(per["masked_mse"], per["all_mse"])
+
+
+def test_scores_do_not_depend_on_batch_size_or_order():
+    model, source = tiny_model(), tiny_source(11)
+    spec = ScoreSpec(num_masks=4, distance="masked_mse")
+    runs = [score_images(model, source, spec, batch_size=b).per_mask for b in (1, 3, 7)]
+    for r in runs[1:]:
+        np.testing.assert_allclose(r, runs[0], rtol=1e-5, atol=1e-7)
+    reversed_ids = source.ids[::-1]
+    back = score_images(model, source.subset(reversed_ids), spec, batch_size=4)
+    np.testing.assert_array_equal(back.ids, reversed_ids)
+    np.testing.assert_allclose(back.per_mask[:, ::-1], runs[0], rtol=1e-5, atol=1e-7)
+
+
+def test_masks_vary_with_seed_and_mask_index():
+    model, source = tiny_model(), tiny_source(4)
+    a = score_images(model, source, ScoreSpec(num_masks=3, seed=0)).per_mask
+    b = score_images(model, source, ScoreSpec(num_masks=3, seed=1)).per_mask
+    assert not np.allclose(a, b)
+    assert not np.allclose(a[0], a[1])
+
+
+def test_progress_reports_every_image():
+    model, source, seen = tiny_model(), tiny_source(7), []
+    score_images(model, source, ScoreSpec(num_masks=2), batch_size=3, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(3, 7), (6, 7), (7, 7)]
+
+
+@pytest.mark.skipif(not os.environ.get("MIMMIA_SLOW_TESTS"), reason="torch.compile takes about a minute on CPU; "
+                    "set MIMMIA_SLOW_TESTS=1")
+def test_compile_gives_the_same_scores():
+    model, source = tiny_model(), tiny_source(5)
+    spec = ScoreSpec(num_masks=2, distance="pixel_mse")
+    plain = score_images(model, source, spec, batch_size=3).per_mask
+    try:
+        compiled = score_images(model, source, spec, batch_size=3, compile=True).per_mask
+    except Exception as e:  # no C++ toolchain for inductor, etc.
+        pytest.skip(f"torch.compile unavailable here: {type(e).__name__}: {e}")
+    np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_cuda_graphs_refused_on_cpu():
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        score_images(tiny_model(), tiny_source(2), ScoreSpec(num_masks=1), device="cpu", cuda_graphs=True)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mask_ratio=0.0), "mask_ratio"), (dict(mask_ratio=1.0), "mask_ratio"),
+    (dict(mask_ratio=float("nan")), "mask_ratio"), (dict(num_masks=0), "num_masks"),
+    (dict(num_masks=2.5), "num_masks"), (dict(distance="ssim"), "unknown distance"),
+])
+def test_invalid_spec(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ScoreSpec(**kwargs)
+
+
+def test_bad_inputs():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="no images"):
+        score_images(model, ArraySource(np.zeros((0, 16, 16, 1), np.uint8)), ScoreSpec())
+    with pytest.raises(ValueError, match="batch_size"):
+        score_images(model, tiny_source(2), ScoreSpec(), batch_size=0)
+    with pytest.raises(ValueError, match="shape"):
+        score_images(model, ArraySource(np.zeros((2, 8, 8, 1), np.uint8)), ScoreSpec())
+    with pytest.raises(ValueError, match="precision"):
+        score_images(model, tiny_source(2), ScoreSpec(), precision="fp8")
+    with pytest.raises(ValueError, match="num_views"):
+        embedding_similarity(model, tiny_source(2), num_views=1)
+
+
+def test_aggregate_and_signal():
+    per = np.array([[1.0, 4.0], [3.0, 2.0], [2.0, 9.0]])
+    s = Scores(np.array([5, 6]), per, ScoreSpec(num_masks=3))
+    np.testing.assert_allclose(s.aggregate("mean"), [2.0, 5.0])
+    np.testing.assert_allclose(s.aggregate("min"), [1.0, 2.0])
+    np.testing.assert_allclose(s.aggregate("median"), [2.0, 4.0])
+    np.testing.assert_allclose(s.signal("min"), [-1.0, -2.0])
+    psnr = Scores(np.array([5, 6]), per, ScoreSpec(num_masks=3, distance="psnr"))
+    np.testing.assert_allclose(psnr.signal(), [2.0, 5.0])
+    with pytest.raises(ValueError, match="aggregate"):
+        s.aggregate("max")
+    with pytest.raises(ValueError, match="per_mask has shape"):
+        Scores(np.array([5, 6]), per, ScoreSpec(num_masks=2))
+
+
+def test_embedding_similarity_shape_determinism_and_range():
+    model, source = tiny_model(), tiny_source(9)
+    a = embedding_similarity(model, source, num_views=4, seed=3, batch_size=2)
+    b = embedding_similarity(model, source, num_views=4, seed=3, batch_size=9)
+    assert a.shape == (9,)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.all(a <= 1 + 1e-6) and np.all(a >= -1 - 1e-6)
+    c = embedding_similarity(model, source, num_views=4, seed=4, batch_size=9)
+    assert not np.allclose(a, c)
+    # identical views (a constant image) are perfectly similar
+    flat = ArraySource(np.full((2, 16, 16, 1), 77, np.uint8))
+    np.testing.assert_allclose(embedding_similarity(model, flat, num_views=3), 1.0, atol=1e-5)
+
+
+def loaded(model, has_decoder=True):
+    return LoadedModel(model, "mem", "mimmia", has_decoder, missing_decoder_keys=[] if has_decoder else ["decoder_pred.weight"])
+
+
+def test_scorer_memo_disk_cache_and_all_distances(tmp_path):
+    model, source = tiny_model(), tiny_source(6)
+    calls = []
+    scorer = Scorer(cache=ScoreCache(tmp_path), batch_size=4, progress=lambda d, t: calls.append(d))
+    spec = ScoreSpec(num_masks=2)
+    first = scorer.scores(loaded(model), source, spec)
+    direct = score_images(model, source, spec)
+    np.testing.assert_allclose(first.per_mask, direct.per_mask, rtol=1e-6)
+    n_calls = len(calls)
+    # every distance came from that one pass
+    for d in DISTANCES:
+        other = scorer.scores(loaded(model), source, ScoreSpec(num_masks=2, distance=d))
+        np.testing.assert_allclose(other.per_mask, score_images(model, source, other.spec).per_mask, rtol=1e-6)
+    assert len(calls) == n_calls
+    assert len(list(tmp_path.glob("*.npz"))) == len(DISTANCES)
+    with pytest.raises(ValueError):
+        first.per_mask[0, 0] = 1.0  # shared arrays are read-only
+    # a fresh scorer reads the disk cache without scoring
+    fresh = Scorer(cache=ScoreCache(tmp_path), progress=lambda d, t: calls.append(d))
+    np.testing.assert_array_equal(fresh.scores(loaded(model), source, spec).per_mask, first.per_mask)
+    assert len(calls) == n_calls
+    # another spec or other weights are scored anew
+    scorer.scores(loaded(model), source, ScoreSpec(num_masks=2, seed=1))
+    assert len(calls) > n_calls
+
+
+def test_scorer_notices_weights_changed_in_place(tmp_path):
+    model, source = tiny_model(), tiny_source(3)
+    scorer = Scorer(cache=ScoreCache(tmp_path))
+    before = scorer.scores(loaded(model), source, ScoreSpec(num_masks=1)).per_mask.copy()
+    with torch.no_grad():
+        model.decoder_pred.bias.add_(0.5)
+    after = scorer.scores(loaded(model), source, ScoreSpec(num_masks=1)).per_mask
+    assert not np.allclose(before, after)
+
+
+def test_scorer_refuses_encoder_only_and_caches_similarity(tmp_path):
+    model, source = tiny_model(), tiny_source(4)
+    scorer = Scorer(cache=ScoreCache(tmp_path))
+    with pytest.raises(CheckpointError, match="encoder-only"):
+        scorer.scores(loaded(model, has_decoder=False), source, ScoreSpec())
+    sim = scorer.similarity(loaded(model, has_decoder=False), source, num_views=3, seed=1)
+    np.testing.assert_allclose(sim, embedding_similarity(model, source, num_views=3, seed=1), rtol=1e-6)
+    again = Scorer(cache=ScoreCache(tmp_path)).similarity(loaded(model), source, num_views=3, seed=1)
+    np.testing.assert_array_equal(again, sim)
+    assert source.ids.flags.writeable  # the cache copies, it does not freeze the caller's arrays
