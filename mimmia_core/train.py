@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from timm.optim import param_groups_weight_decay
@@ -19,6 +20,9 @@ from .data import ImageSource
 from .model import MaskedAutoencoderViT, check_mask_ratio
 
 STATE_FILE = "train_state.pt"
+# what a resumed run must share with the run it continues (epochs, save_epochs and keep_state may change)
+RECIPE_FIELDS = ("batch_size", "lr", "blr", "min_lr", "warmup_epochs", "weight_decay", "betas", "mask_ratio",
+                 "clip_grad", "seed")
 
 
 @dataclass
@@ -41,6 +45,8 @@ class TrainConfig:
         check_mask_ratio(self.mask_ratio)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be non-negative, got {self.seed}")
 
 
 def lr_at(cfg: TrainConfig, base_lr: float, epoch: float) -> float:
@@ -49,6 +55,13 @@ def lr_at(cfg: TrainConfig, base_lr: float, epoch: float) -> float:
         return base_lr * epoch / cfg.warmup_epochs
     progress = (epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-8)
     return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """The random stream of one epoch: stream 0 shuffles the data (the same on every
+    rank), stream 1 + rank draws that rank's masks. Seeding per epoch lets a resumed
+    run draw exactly what an uninterrupted one would, on every rank."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence((seed, epoch, stream)).generate_state(1)[0]))
 
 
 def default_device() -> torch.device:
@@ -82,18 +95,21 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     total_batch = cfg.batch_size * world
     base_lr = cfg.lr if cfg.lr is not None else cfg.blr * total_batch / 256
     optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas)
-    order_gen = torch.Generator().manual_seed(cfg.seed)                 # same on every rank
-    noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank + 1)  # own per rank
+    recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k in RECIPE_FIELDS}
+    recipe["world_size"] = world
     start_epoch, losses = 0, []
     out_dir = Path(out_dir) if out_dir else None
     if out_dir and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     if resume and out_dir and (out_dir / STATE_FILE).exists():
         state = torch.load(out_dir / STATE_FILE, map_location="cpu", weights_only=True)
+        saved = state.get("recipe", recipe)  # older state files did not record it
+        changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k) != v}
+        if changed:
+            raise ValueError(f"{out_dir / STATE_FILE} was trained with another recipe (was, now): {changed}; "
+                             f"resume with the same settings, only epochs, save_epochs and keep_state may change")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        order_gen.set_state(state["order_gen"])
-        noise_gen.set_state(state["noise_gen"][rank] if rank < len(state["noise_gen"]) else noise_gen.get_state())
         start_epoch, losses = state["epoch"], state["losses"]
 
     n = len(source)
@@ -107,7 +123,8 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
-        perm = torch.randperm(n, generator=order_gen)
+        perm = torch.randperm(n, generator=epoch_generator(cfg.seed, epoch, 0))
+        noise_gen = epoch_generator(cfg.seed, epoch, 1 + rank)
         epoch_loss, t0 = torch.zeros((), device=device), time.perf_counter()
         for step in range(steps_per_epoch):
             for g in optimizer.param_groups:
@@ -138,7 +155,7 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
                 save_checkpoint(model, out_dir / "epochs" / f"epoch-{epoch + 1:04d}",
                                 _provenance(cfg, source, epoch + 1, world, provenance))
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                     "losses": losses, "order_gen": order_gen.get_state(), "noise_gen": [noise_gen.get_state()]}
+                     "losses": losses, "recipe": recipe}
             torch.save(state, out_dir / (STATE_FILE + ".tmp"))
             os.replace(out_dir / (STATE_FILE + ".tmp"), out_dir / STATE_FILE)
     bar.close()
