@@ -39,8 +39,8 @@ def _torch_load(path: Path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        what = re.search(r"^(Trying to load unsupported [^\n]*|Unsupported [^\n]*)", str(e), re.M)
-        what = what.group(1) if what else str(e)[:200]
+        what = re.search(r"unsupported GLOBAL \S+|Unsupported global: GLOBAL \S+|Unsupported operand \d+", str(e))
+        what = what.group(0) if what else str(e)[:200]
         if "GLOBAL" in what:
             raise CheckpointError(
                 f"{path}: refused to unpickle: the file asks for Python objects other than weights ({what}). "
@@ -153,6 +153,9 @@ def _from_official_state(sd: dict, path: Path, device, config, args: dict, prove
             f"MAE pre-training checkpoint. Fine-tuning changed its encoder, so it says nothing reliable about the "
             f"pre-training set; use a pre-training release (mae_pretrain_vit_*, mae_visualize_vit_*).")
     overrides = config.to_dict() if isinstance(config, MAEConfig) else dict(config or {})
+    unknown = sorted(set(overrides) - set(MAEConfig.__dataclass_fields__))
+    if unknown:
+        raise CheckpointError(f"unknown MAEConfig fields in config: {unknown}")
     arch, heads_source = infer_official_config(sd, path, args.get("model"))
     fields = {**arch, **overrides}
     unknown_heads = [f for f in ("num_heads", "decoder_num_heads") if fields[f] is None]

@@ -1,0 +1,363 @@
+"""Foreign checkpoints reproduce transformers' ViTMAE exactly, and bad files are refused."""
+import argparse
+import json
+import os
+import pickle
+import re
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mimmia_core.checkpoint import CheckpointError, decoder_keys, load_model, save_checkpoint
+from mimmia_core.foreign import (attach_decoder, describe_checkpoint, infer_official_config, load_hf_vitmae,
+                                 load_official_mae)
+from mimmia_core.model import build_model, mask_noise
+
+transformers = pytest.importorskip("transformers")
+
+HF_ARCH = dict(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+               num_attention_heads=4, intermediate_size=64, decoder_hidden_size=24, decoder_num_hidden_layers=1,
+               decoder_num_attention_heads=3, decoder_intermediate_size=48)
+HEADS = {"num_heads": 4, "decoder_num_heads": 3}  # not readable from weights of these widths
+
+
+def make_hf(norm_pix_loss=False, layer_norm_eps=1e-12, seed=0):
+    torch.manual_seed(seed)
+    config = transformers.ViTMAEConfig(**HF_ARCH, norm_pix_loss=norm_pix_loss, layer_norm_eps=layer_norm_eps)
+    model = transformers.ViTMAEForPreTraining(config).eval()
+    with torch.no_grad():  # every bias and norm non-trivial, so a wrong mapping shows
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return make_hf()
+
+
+def assert_same_as_hf(loaded, hf_model, n=5):
+    x = torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    noise = mask_noise(0, range(n), 1, 16)[0]
+    with torch.no_grad():
+        out = hf_model(pixel_values=x, noise=noise)
+        loss, pred, mask = loaded.require_decoder()(x, hf_model.config.mask_ratio, noise)
+    assert torch.equal(mask, out.mask)
+    torch.testing.assert_close(pred, out.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, out.loss, rtol=1e-5, atol=1e-6)
+
+
+def to_4x_names(sd):
+    """transformers 5.x in-memory names -> 4.x names (vit.encoder.layer.N.attention.attention.query ...)."""
+    renames = [("attention.q_proj", "attention.attention.query"), ("attention.k_proj", "attention.attention.key"),
+               ("attention.v_proj", "attention.attention.value"), ("attention.o_proj", "attention.output.dense"),
+               ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense")]
+    out = {}
+    for k, v in sd.items():
+        k = re.sub(r"^vit\.layers\.", "vit.encoder.layer.", k)
+        for new, old in renames:
+            k = k.replace(new, old)
+        out[k] = v
+    return out
+
+
+def to_official(hf_sd):
+    """transformers 5.x names -> facebookresearch/mae names, written independently of foreign.py."""
+    sd = {"cls_token": hf_sd["vit.embeddings.cls_token"], "pos_embed": hf_sd["vit.embeddings.position_embeddings"],
+          "patch_embed.proj.weight": hf_sd["vit.embeddings.patch_embeddings.projection.weight"],
+          "patch_embed.proj.bias": hf_sd["vit.embeddings.patch_embeddings.projection.bias"],
+          "norm.weight": hf_sd["vit.layernorm.weight"], "norm.bias": hf_sd["vit.layernorm.bias"]}
+    for k, v in hf_sd.items():
+        if k.startswith("decoder.") and ".decoder_layers." not in k:
+            sd[k[len("decoder."):]] = v
+    for src, dst in (("vit.layers", "blocks"), ("decoder.decoder_layers", "decoder_blocks")):
+        n = len({k.split(".")[2] for k in hf_sd if k.startswith(src + ".")})
+        for i in range(n):
+            a, b = f"{src}.{i}.", f"{dst}.{i}."
+            for t in ("weight", "bias"):
+                sd[b + "attn.qkv." + t] = torch.cat([hf_sd[a + f"attention.{p}_proj.{t}"] for p in "qkv"])
+                sd[b + "attn.proj." + t] = hf_sd[a + "attention.o_proj." + t]
+                sd[b + "norm1." + t] = hf_sd[a + "layernorm_before." + t]
+                sd[b + "norm2." + t] = hf_sd[a + "layernorm_after." + t]
+                sd[b + "mlp.fc1." + t] = hf_sd[a + "mlp.fc1." + t]
+                sd[b + "mlp.fc2." + t] = hf_sd[a + "mlp.fc2." + t]
+    return sd
+
+
+def write_hf_dir(path, hf_model, sd, weights_file="model.safetensors"):
+    path.mkdir()
+    hf_model.config.to_json_file(str(path / "config.json"))
+    if weights_file.endswith(".safetensors"):
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path / weights_file))
+    else:
+        torch.save(sd, path / weights_file)
+    return path
+
+
+# ---- (a) Hugging Face ViTMAE -----------------------------------------------
+def test_hf_save_pretrained_matches_transformers(hf, tmp_path):
+    hf.save_pretrained(tmp_path / "hf")
+    loaded = load_model(tmp_path / "hf")
+    assert loaded.source_format == "hf_vitmae" and loaded.has_decoder
+    c = loaded.config
+    assert (c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.num_heads) == (16, 4, 3, 32, 2, 4)
+    assert (c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads, c.mlp_ratio) == (24, 1, 3, 2.0)
+    # transformers writes LayerNorm eps 1e-12, and every LayerNorm gets it
+    assert c.layer_norm_eps == 1e-12
+    assert {m.eps for m in loaded.model.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-12}
+    assert c.mean == (0.485, 0.456, 0.406) and not c.norm_pix_loss
+    assert loaded.provenance["preprocessing_source"].startswith("ImageNet defaults")
+    assert_same_as_hf(loaded, hf)
+    info = describe_checkpoint(loaded)
+    count = {part: sum(p.numel() for n, p in hf.named_parameters() if n.startswith(prefix))
+             for part, prefix in (("encoder", "vit."), ("decoder", "decoder."))}
+    assert info["parameters"] == count
+    assert info["has_decoder"] and info["target_space"] == "pixels" and info["num_patches"] == 16
+    assert info["fingerprint"] == loaded.fingerprint and info["architecture"]["layer_norm_eps"] == 1e-12
+    json.dumps(info)
+
+
+@pytest.mark.parametrize("names, weights_file", [("5.x", "model.safetensors"), ("4.x", "model.safetensors"),
+                                                 ("4.x", "pytorch_model.bin")])
+def test_hf_key_names_of_both_major_versions(hf, tmp_path, names, weights_file):
+    sd = hf.state_dict()
+    assert any(".q_proj." in k for k in sd)  # transformers 5.x in memory
+    if names == "4.x":
+        sd = to_4x_names(sd)
+        assert "vit.encoder.layer.1.attention.attention.query.weight" in sd
+        assert "decoder.decoder_layers.0.intermediate.dense.bias" in sd
+    loaded = load_hf_vitmae(write_hf_dir(tmp_path / "hf", hf, sd, weights_file))
+    assert loaded.provenance["key_names"] == f"transformers {names}"
+    assert_same_as_hf(loaded, hf)
+
+
+def test_hf_norm_pix_loss_eps_and_preprocessing(tmp_path):
+    # a large eps: ignoring the file's eps would change the logits far beyond the tolerance
+    hf = make_hf(norm_pix_loss=True, layer_norm_eps=1e-2, seed=3)
+    hf.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}))
+    loaded = load_hf_vitmae(tmp_path / "hf")
+    assert loaded.config.norm_pix_loss and loaded.config.target_space == "normalized_patches"
+    assert loaded.config.layer_norm_eps == 1e-2
+    assert loaded.config.mean == (0.5, 0.4, 0.3) and loaded.config.std == (0.2, 0.25, 0.3)
+    assert_same_as_hf(loaded, hf)
+    # the same weights with the official eps give other logits: the file's eps is what matched
+    wrong = build_model(replace(loaded.config, layer_norm_eps=1e-6))
+    wrong.load_state_dict(loaded.model.state_dict())
+    x, noise = torch.randn(2, 3, 16, 16), mask_noise(0, range(2), 1, 16)[0]
+    with torch.no_grad():
+        assert (wrong(x, 0.75, noise)[1] - hf(pixel_values=x, noise=noise).logits).abs().max() > 1e-4
+
+
+def test_hf_encoder_only_and_bad_directories(hf, tmp_path):
+    enc = {k[len("vit."):]: v for k, v in hf.state_dict().items() if k.startswith("vit.")}  # a ViTMAEModel
+    loaded = load_hf_vitmae(write_hf_dir(tmp_path / "enc", hf, enc))
+    assert not loaded.has_decoder
+    with pytest.raises(CheckpointError, match="encoder-only.*decoder_blocks.0"):
+        loaded.require_decoder()
+
+    bad = write_hf_dir(tmp_path / "bad", hf, {**hf.state_dict(), "vit.pooler.dense.weight": torch.zeros(2, 2)})
+    with pytest.raises(CheckpointError, match=r"unknown ViTMAE weights \['vit.pooler.dense.weight'\]"):
+        load_hf_vitmae(bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    shutil.rmtree(bad)
+    write_hf_dir(bad, hf, hf.state_dict())
+    (bad / "config.json").write_text(json.dumps({**cfg, "hidden_size": 64, "intermediate_size": 128}))
+    with pytest.raises(CheckpointError, match="shape mismatch for"):
+        load_hf_vitmae(bad)
+    (bad / "config.json").write_text(json.dumps({**cfg, "hidden_act": "relu"}))
+    with pytest.raises(CheckpointError, match="hidden_act 'relu' is not supported"):
+        load_hf_vitmae(bad)
+    (bad / "config.json").write_text("{ truncated")
+    with pytest.raises(CheckpointError, match="not readable JSON"):
+        load_hf_vitmae(bad)
+    (bad / "config.json").write_text(json.dumps(cfg))
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_hf_vitmae(bad)
+    (bad / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_hf_vitmae(bad)
+
+
+# ---- (b) official facebookresearch/mae layout ------------------------------
+def test_official_training_checkpoint_matches_transformers(hf, tmp_path):
+    sd = to_official(hf.state_dict())
+    args = argparse.Namespace(model="mae_custom", mask_ratio=0.75, norm_pix_loss=False, input_size=16, lr=None)
+    torch.save({"model": sd, "optimizer": {"state": {}, "param_groups": []}, "epoch": 41, "args": args},
+               tmp_path / "checkpoint-41.pth")
+    loaded = load_model(tmp_path / "checkpoint-41.pth", config={**HEADS, "layer_norm_eps": 1e-12})
+    assert loaded.source_format == "official_mae" and loaded.has_decoder
+    assert loaded.provenance["args"] == {"model": "mae_custom", "mask_ratio": 0.75, "norm_pix_loss": False,
+                                         "input_size": 16, "epoch": 41}
+    assert loaded.provenance["norm_pix_loss_source"] == "training args"
+    assert loaded.provenance["num_heads_source"] == "caller config"
+    assert_same_as_hf(loaded, hf)
+    # the inferred architecture, heads aside
+    arch, _ = infer_official_config(sd)
+    assert {k: arch[k] for k in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "decoder_embed_dim",
+                                 "decoder_depth", "mlp_ratio")} == dict(
+        img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, decoder_embed_dim=24, decoder_depth=1,
+        mlp_ratio=2.0)
+    assert arch["num_heads"] is None  # 32 is neither an official width nor a multiple of 64
+    with pytest.raises(CheckpointError, match="cannot tell num_heads and decoder_num_heads.*pass config="):
+        load_official_mae(tmp_path / "checkpoint-41.pth")
+
+
+def test_official_norm_pix_loss_bare_dict_and_module_prefix(tmp_path):
+    hf = make_hf(norm_pix_loss=True, seed=5)
+    sd = {"module." + k: v for k, v in to_official(hf.state_dict()).items()}
+    torch.save(sd, tmp_path / "mae_pretrain_vit_tiny_full.pth")
+    loaded = load_official_mae(tmp_path / "mae_pretrain_vit_tiny_full.pth", config={**HEADS, "layer_norm_eps": 1e-12})
+    assert loaded.config.norm_pix_loss
+    assert loaded.provenance["norm_pix_loss_source"] == "file name (official '_full' release)"
+    assert_same_as_hf(loaded, hf)
+
+
+def _meta(shape):
+    return torch.empty(shape, device="meta")
+
+
+@pytest.mark.parametrize("width, depth, patch, grid, heads, preset", [
+    (768, 12, 16, 14, 12, None), (1024, 24, 16, 14, 16, None), (1280, 32, 14, 16, 16, None),
+    (128, 2, 4, 7, 2, None), (192, 6, 4, 7, 3, "mae_small_28")])
+def test_architecture_inference(width, depth, patch, grid, heads, preset):
+    sd = {"patch_embed.proj.weight": _meta((width, 3, patch, patch)), "pos_embed": _meta((1, grid * grid + 1, width)),
+          "decoder_embed.weight": _meta((512 if preset is None else 128, width))}
+    for i in range(depth):
+        sd[f"blocks.{i}.mlp.fc1.weight"] = _meta((4 * width, width))
+    sd["decoder_blocks.0.mlp.fc1.weight"] = _meta((4 * sd["decoder_embed.weight"].shape[0], 0))
+    arch, source = infer_official_config(sd, preset=preset)
+    assert (arch["embed_dim"], arch["depth"], arch["num_heads"], arch["patch_size"]) == (width, depth, heads, patch)
+    assert arch["img_size"] == grid * patch and arch["decoder_depth"] == 1 and arch["mlp_ratio"] == 4.0
+    assert arch["decoder_num_heads"] == (16 if preset is None else 4)
+    assert source.startswith("preset") == (preset is not None)
+
+
+# ---- (c) encoder-only files and attach_decoder -----------------------------
+def test_encoder_only_official_file_and_attach_decoder(tiny_model, tiny_images, tmp_path):
+    sd = tiny_model.state_dict()
+    torch.save({"model": {k: v for k, v in sd.items() if k not in decoder_keys(sd)}},
+               tmp_path / "mae_pretrain_vit_tiny.pth")
+    encoder = load_official_mae(tmp_path / "mae_pretrain_vit_tiny.pth", config=tiny_model.config)
+    assert not encoder.has_decoder
+    assert set(encoder.missing_decoder_keys) == set(decoder_keys(sd))
+    with pytest.raises(CheckpointError, match="encoder-only.*decoder_blocks.0.attn.proj.bias"):
+        encoder.require_decoder()
+    info = describe_checkpoint(encoder)
+    assert info["has_decoder"] is False and info["parameters"]["decoder"] == 0
+    assert "decoder_pred.weight" in info["missing_decoder_keys"]
+
+    save_checkpoint(tiny_model, tmp_path / "shadow")
+    shadow = load_model(tmp_path / "shadow")
+    combined = attach_decoder(encoder, shadow)
+    assert combined.has_decoder and combined.source_format == "attached"
+    assert combined.provenance["decoder"]["fingerprint"] == shadow.fingerprint
+    assert combined.fingerprint == shadow.fingerprint  # encoder and decoder came from the same weights
+    noise = mask_noise(0, range(6), 1, 16)[0]
+    with torch.no_grad():
+        x = tiny_model.normalize(tiny_images)
+        torch.testing.assert_close(combined.require_decoder()(x, 0.75, noise)[1], tiny_model(x, 0.75, noise)[1])
+    json.dumps(describe_checkpoint(combined))
+
+    wider = build_model(replace(tiny_model.config, embed_dim=64, num_heads=4))
+    save_checkpoint(wider, tmp_path / "wider")
+    with pytest.raises(CheckpointError, match="differ in embed_dim: encoder 32 vs decoder's model 64"):
+        attach_decoder(encoder, load_model(tmp_path / "wider"))
+    with pytest.raises(CheckpointError, match="encoder-only"):
+        attach_decoder(shadow, encoder)
+
+
+def test_timm_vit_weights(tmp_path):
+    from timm.models.vision_transformer import VisionTransformer
+    vit = VisionTransformer(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=1, num_classes=0)
+    (tmp_path / "timm").mkdir()
+    save_file(vit.state_dict(), str(tmp_path / "timm" / "model.safetensors"))
+    (tmp_path / "timm" / "config.json").write_text(json.dumps({
+        "architecture": "vit_test_patch4", "num_classes": 0, "global_pool": "token",
+        "pretrained_cfg": {"tag": "mae", "mean": [0.4, 0.4, 0.4], "std": [0.3, 0.3, 0.3]}}))
+    loaded = load_model(tmp_path / "timm")
+    assert loaded.source_format == "timm" and not loaded.has_decoder
+    assert loaded.config.mean == (0.4, 0.4, 0.4) and loaded.config.num_heads == 1
+    ours = loaded.model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in vit.state_dict().items())
+
+    classifier = VisionTransformer(img_size=16, patch_size=4, embed_dim=64, depth=1, num_heads=1, num_classes=10)
+    torch.save(classifier.state_dict(), tmp_path / "finetuned.pth")
+    with pytest.raises(CheckpointError, match="fine-tuned classifier, not an MAE"):
+        load_model(tmp_path / "finetuned.pth")
+
+
+# ---- (d) bad files -----------------------------------------------------------
+class RunsShell:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class OpensFile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_malicious_pickles_run_nothing(tiny_model, tmp_path):
+    marker = tmp_path / "pwned"
+    sd = tiny_model.state_dict()
+    payloads = {
+        "in_model.pth": lambda p: torch.save({"model": {**sd, "evil": RunsShell(marker)}}, p),
+        "in_args.pth": lambda p: torch.save({"model": sd, "args": argparse.Namespace(x=OpensFile(marker))}, p),
+        "top.pth": lambda p: torch.save(RunsShell(marker), p),
+        "plain_pickle.pth": lambda p: p.write_bytes(pickle.dumps({"model": OpensFile(marker)}, protocol=2)),
+    }
+    for name, write in payloads.items():
+        write(tmp_path / name)
+        with pytest.raises(CheckpointError, match="refused to unpickle.*GLOBAL.*nothing from the file was executed"):
+            load_model(tmp_path / name)
+        assert not marker.exists(), name
+    # the payload is real: an unsafe load would have run it
+    pickle.loads((tmp_path / "plain_pickle.pth").read_bytes())["model"].close()
+    assert marker.exists()
+
+
+def test_bad_official_files(tiny_model, tmp_path):
+    sd = tiny_model.state_dict()
+    good = tmp_path / "good.pth"
+    torch.save({"model": sd}, good)
+    data = good.read_bytes()
+    cases = {
+        "truncated.pth": (data[:len(data) // 2], "not a readable PyTorch checkpoint, or a truncated one"),
+        "empty.pth": (b"", "not a readable PyTorch checkpoint, or a truncated one"),
+        "text.pth": (b"these are not weights\n", "not a readable PyTorch checkpoint"),
+        "image.pth": (b"\x89PNG\r\n\x1a\n" + bytes(64), "not a readable PyTorch checkpoint"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            load_official_mae(tmp_path / name, config=tiny_model.config)
+
+    def refused(obj, message, **kw):
+        torch.save(obj, tmp_path / "x.pth")
+        with pytest.raises(CheckpointError, match=message):
+            load_official_mae(tmp_path / "x.pth", **kw)
+
+    cfg = {"config": tiny_model.config}
+    refused({**sd, "blocks.0.attn.extra": torch.zeros(3)}, r"unknown weights \['blocks.0.attn.extra'\]", **cfg)
+    refused({**sd, "decoder_pred.weight": torch.zeros(5, 24)}, r"shape mismatch for decoder_pred.weight", **cfg)
+    refused({k: v for k, v in sd.items() if k != "decoder_norm.weight"}, "the decoder is incomplete", **cfg)
+    refused([1, 2, 3], "expected a state dict")
+    refused({"epoch": 3, "note": "hi"}, "neither {'model': state_dict} nor a bare state dict")
+    refused({"weight": torch.zeros(2)}, "not an MAE/ViT state dict with official key names")
+    refused({"model": sd}, "cannot build an MAE.*not divisible by its 5 heads", config={**HEADS, "num_heads": 5})
+    refused({"model": sd}, "unknown MAEConfig fields", config={"depthh": 5})
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_official_mae(tmp_path / "missing.pth")
