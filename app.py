@@ -1,0 +1,27 @@
+"""mimmia dashboard: `streamlit run app.py`.
+
+Opens on the bundled demo (assets/demo). Point it at another experiment with
+the Overview page, or before starting with MIMMIA_EXPERIMENT=<bundle folder |
+experiment.json>. Pages live in app_pages/ (not pages/: a pages/ folder would
+switch streamlit to its older file-based navigation).
+"""
+import streamlit as st
+
+from app_pages import common
+
+st.set_page_config(page_title="mimmia: membership inference against MAE", page_icon=":material/visibility:",
+                   layout="wide")
+
+PAGES = [
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("app_pages/reconstruction.py", title="Reconstruction", icon=":material/image:"),
+    st.Page("app_pages/distances.py", title="Distances", icon=":material/bar_chart:"),
+    st.Page("app_pages/roc.py", title="ROC and threshold", icon=":material/show_chart:"),
+    st.Page("app_pages/mask_ratio.py", title="Mask ratio", icon=":material/tune:"),
+    st.Page("app_pages/exposed.py", title="Most exposed images", icon=":material/warning:"),
+    st.Page("app_pages/models.py", title="Models", icon=":material/memory:"),
+]
+
+page = st.navigation(PAGES)
+common.settings_sidebar()
+page.run()

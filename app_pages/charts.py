@@ -1,0 +1,102 @@
+"""Plotly figures for the dashboard. Histograms are numpy bins drawn as bars, so
+a figure carries a few dozen numbers, never every score."""
+import numpy as np
+import plotly.graph_objects as go
+
+from mimmia_core.views import histogram
+
+from .common import MEMBER_COLOR, NONMEMBER_COLOR
+
+LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+              template="plotly_white")
+PALETTE = ("#d81b60", "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#6d4c41")
+
+
+def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40, height: int = 320,
+                title: str | None = None) -> go.Figure:
+    """Overlaid histograms, each group as its share of images per bin.
+
+    groups: name -> (values, colour); lines: (x, label, colour) vertical lines;
+    markers: (x, label, colour) triangles on the axis (one image's score).
+    """
+    edges, counts = histogram({name: v for name, (v, _) in groups.items()}, bins,
+                              extra=[x for x, *_ in (*lines, *markers)])
+    centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig = go.Figure()
+    for name, (values, color) in groups.items():
+        c = counts[name]
+        share = c / max(c.sum(), 1)
+        fig.add_bar(x=centers, y=share, width=widths, name=f"{name} (n={int(c.sum())})", marker_color=color,
+                    opacity=0.55, customdata=c,
+                    hovertemplate="%{x:.4g}: %{customdata} images (%{y:.1%})<extra>" + name + "</extra>")
+    for x, label, color in lines:
+        fig.add_vline(x=x, line=dict(color=color, width=2, dash="dash"),
+                      annotation=dict(text=label, font=dict(color=color)), annotation_position="top")
+    for x, label, color in markers:
+        fig.add_scatter(x=[x], y=[0], mode="markers+text", marker=dict(symbol="triangle-up", size=16, color=color,
+                                                                     line=dict(color="black", width=1)),
+                        text=[label], textposition="top center", name=label, showlegend=False)
+    fig.update_layout(barmode="overlay", height=height, bargap=0, xaxis_title=x_title,
+                      yaxis_title="share of the group", yaxis_tickformat=".0%", title=title, **LAYOUT)
+    return fig
+
+
+def roc_figure(curves: dict, log: bool, n_nonmembers: int, point=None, shadow_point=None,
+               height: int = 380) -> go.Figure:
+    """ROC curves (name -> RocCurve); point / shadow_point: (fpr, tpr, label) markers."""
+    fig = go.Figure()
+    floor = 0.5 / max(n_nonmembers, 1)
+    diag = np.logspace(np.log10(floor), 0, 50) if log else np.array([0.0, 1.0])
+    fig.add_scatter(x=diag, y=diag, mode="lines", line=dict(color="#9e9e9e", dash="dot"), name="chance")
+    for i, (name, c) in enumerate(curves.items()):
+        fpr, tpr = np.asarray(c.fpr), np.asarray(c.tpr)
+        if log:  # zero rates cannot be drawn on log axes
+            keep = (fpr > 0) & (tpr > 0)
+            fpr, tpr = fpr[keep], tpr[keep]
+        fig.add_scatter(x=fpr, y=tpr, mode="lines", line=dict(color=PALETTE[i % len(PALETTE)], width=2, shape="hv"),
+                        name=f"{name} (AUC {c.auc:.3f})")
+    for pt, symbol, color in ((shadow_point, "diamond", "#424242"), (point, "circle", "#000000")):
+        if pt is not None:
+            x, y = (max(pt[0], floor), max(pt[1], floor)) if log else pt[:2]
+            fig.add_scatter(x=[x], y=[y], mode="markers", marker=dict(symbol=symbol, size=13, color=color,
+                                                                      line=dict(color="white", width=1)),
+                            name=pt[2])
+    axis = dict(type="log", range=[np.log10(floor), 0]) if log else dict(range=[0, 1])
+    fig.update_layout(height=height, xaxis=dict(title="false positive rate", **axis),
+                      yaxis=dict(title="true positive rate", **axis),
+                      title="ROC, log-log (low-FPR regime)" if log else "ROC, linear", **LAYOUT)
+    return fig
+
+
+def sweep_figure(rows: list, metric: str, label: str, current: float | None = None, height: int = 320) -> go.Figure:
+    """One line per attack of `metric` against mask ratio; the best ratio starred, `current` marked."""
+    fig = go.Figure()
+    for i, attack in enumerate(dict.fromkeys(r["attack"] for r in rows)):
+        mine = sorted((r for r in rows if r["attack"] == attack), key=lambda r: r["mask_ratio"])
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_scatter(x=[r["mask_ratio"] for r in mine], y=[r[metric] for r in mine], mode="lines+markers",
+                        name=attack, line=dict(color=color))
+        lo, hi = f"{metric}_lo", f"{metric}_hi"
+        if lo in mine[0]:
+            fig.data[-1].error_y = dict(type="data", symmetric=False, array=[r[hi] - r[metric] for r in mine],
+                                        arrayminus=[r[metric] - r[lo] for r in mine], thickness=1)
+        best = max(mine, key=lambda r: r[metric])
+        fig.add_scatter(x=[best["mask_ratio"]], y=[best[metric]], mode="markers", showlegend=False,
+                        marker=dict(symbol="star", size=16, color=color, line=dict(color="black", width=1)),
+                        hovertext=f"best {attack}: {best[metric]:.3f} at {best['mask_ratio']:g}", hoverinfo="text")
+    if current is not None:
+        fig.add_vline(x=current, line=dict(color="#424242", dash="dash"))
+    fig.update_layout(height=height, xaxis_title="mask ratio at attack time", yaxis_title=label, title=label,
+                      **LAYOUT)
+    return fig
+
+
+def heatmap_figure(grid: np.ndarray, title: str, zmax: float | None = None, height: int = 260) -> go.Figure:
+    """A patch grid (g, g); NaN cells (visible patches) stay blank."""
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Magma", zmin=0, zmax=zmax, hoverongaps=False,
+                               colorbar=dict(thickness=10),
+                               hovertemplate="patch row %{y}, col %{x}: %{z:.4g}<extra></extra>"))
+    fig.update_layout(height=height, title=title, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
+                      yaxis=dict(autorange="reversed", scaleanchor="x", showticklabels=False),
+                      xaxis=dict(showticklabels=False))
+    return fig

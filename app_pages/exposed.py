@@ -1,0 +1,66 @@
+"""Most exposed images: the members the attack is surest about, and the non-members it mistakes for members."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from app_pages import common
+from mimmia_core.model import mask_noise, reconstruct
+from mimmia_core.views import display_image, per_image_columns, top_n
+
+exp, exp_key = common.experiment()
+spec, aggregate = common.current_spec(), common.current_aggregate()
+
+st.title("Most exposed images")
+available = common.available_attacks(exp)
+ranking = "calibrated" if "calibrated" in available else "paper"
+st.caption(f"Ranked by the {common.ATTACK_LABELS[ranking]} score (higher = more member-like); "
+           f"{common.spec_caption(spec, aggregate)}. Each image is shown next to the target's reconstruction "
+           f"under its first mask.")
+results, skipped = common.attack_results(exp, exp_key, available, spec, aggregate)
+for name, why in skipped.items():
+    st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
+if ranking not in results:
+    st.stop()
+r = results[ranking]
+
+n = st.slider("How many images", 1, min(24, len(r.member_ids), len(r.nonmember_ids)),
+              min(8, len(r.member_ids), len(r.nonmember_ids)), key="exposed_n")
+columns = per_image_columns(results)
+table = pd.DataFrame(columns)
+st.download_button("Download every candidate's scores (CSV)", table.to_csv(index=False).encode(),
+                   file_name=f"mimmia_scores_{exp.name}.csv", mime="text/csv", key="exposed_csv",
+                   help="One row per target candidate: id, member (1/0), each attack's score and rank.")
+
+
+def gallery(title: str, caption: str, source, ids, scores, threshold):
+    st.subheader(title)
+    st.caption(caption)
+    cfg = exp.target.config
+    pos = source.positions_of(ids)
+    images = torch.from_numpy(np.ascontiguousarray(source.images(pos)))
+    noise = mask_noise(spec.seed, ids, 1, cfg.num_patches)[0]
+    try:
+        rec = reconstruct(exp.target.require_decoder(), images, spec.mask_ratio, noise)
+    except ValueError as e:
+        st.error(str(e))
+        return
+    per_row = 4
+    for start in range(0, len(ids), per_row):
+        cols = st.columns(per_row)
+        for j, col in enumerate(cols[: len(ids) - start]):
+            i = start + j
+            flag = "" if threshold is None else (" · predicted member" if scores[i] >= threshold
+                                                 else " · predicted non-member")
+            with col:
+                pair = np.concatenate([display_image(rec.original[i], 112), display_image(rec.pasted[i], 112)], axis=1)
+                st.image(pair, caption=f"#{i + 1}: id {int(ids[i])}, score {scores[i]:.3g}{flag}", width="stretch")
+
+
+member_ids, member_scores = top_n(r.member_ids, r.member_scores, n)
+gallery("Members the attack exposes most", "Original (left) and the target's reconstruction (right). These training "
+        "images are the ones an attacker can claim with most confidence.", exp.members, member_ids, member_scores,
+        r.threshold)
+non_ids, non_scores = top_n(r.nonmember_ids, r.nonmember_scores, n)
+gallery("Non-members that look most like members", "False alarms: images the target never saw but reconstructs "
+        "as if it had. They set how low the FPR can go.", exp.nonmembers, non_ids, non_scores, r.threshold)

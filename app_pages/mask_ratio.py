@@ -1,0 +1,59 @@
+"""Mask ratio: how the attack's power depends on the fraction of patches hidden at attack time."""
+from dataclasses import replace
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import charts, common
+from mimmia_core.attacks import ATTACKS
+
+GRID = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
+CHOICES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+exp, exp_key = common.experiment()
+spec, aggregate = common.current_spec(), common.current_aggregate()
+
+st.title("Mask ratio at attack time")
+st.caption("The paper finds the attack works best near the mask ratio the target was trained with. Each point "
+           "scores every model at that ratio (K, seed and distance from the sidebar); results are cached on disk, "
+           "so only the first visit computes.")
+ratios = sorted(st.multiselect("Mask ratios to compare", CHOICES, default=GRID, key="sweep_grid",
+                               format_func=lambda r: f"{r:g}"))
+attacks = [a for a in common.available_attacks(exp) if ATTACKS[a].uses_mask_ratio]
+if len(ratios) < 2:
+    st.info("Pick at least two mask ratios.")
+    st.stop()
+try:
+    rows = common.sweep_rows(exp, exp_key, ratios, attacks, spec, aggregate)
+except Exception as e:  # noqa: BLE001 -- a sweep the experiment cannot run becomes a message
+    st.error(f"The sweep could not run: {common.error_text(e)}")
+    st.stop()
+
+current = st.select_slider("Highlight mask ratio", ratios, value=min(ratios, key=lambda r: abs(r - 0.75)),
+                           key="sweep_ratio", format_func=lambda r: f"{r:g}")
+left, right = st.columns(2)
+left.plotly_chart(charts.sweep_figure(rows, "auc", "AUC", current), width="stretch", key="sweep_auc")
+right.plotly_chart(charts.sweep_figure(rows, "tpr@0.01", "TPR at 1% FPR (95% interval)", current),
+                   width="stretch", key="sweep_tpr")
+best = [r for r in rows if r["best"]]
+st.markdown("**Best ratio** (highest AUC, star): " + "; ".join(
+    f"{common.ATTACK_LABELS[r['attack']]} at **{r['mask_ratio']:g}** (AUC {r['auc']:.3f})" for r in best))
+
+at = {r["attack"]: r for r in rows if r["mask_ratio"] == current}
+cols = st.columns(len(at))
+for col, (a, r) in zip(cols, at.items()):
+    col.metric(f"AUC at {current:g}, {a}", f"{r['auc']:.3f}")
+st.subheader(f"Distributions at mask ratio {current:g}")
+here = replace(spec, mask_ratio=current)
+results, _ = common.attack_results(exp, exp_key, [a for a in ("paper", "calibrated") if a in attacks], here,
+                                   aggregate)
+cols = st.columns(max(len(results), 1))
+for col, (a, r) in zip(cols, results.items()):
+    sign, axis = common.score_axis(a, here)
+    lines = [] if r.threshold is None else [(sign * r.threshold, "shadow threshold", "#424242")]
+    col.plotly_chart(charts.hist_figure({"members": (sign * r.member_scores, common.MEMBER_COLOR),
+                                         "non-members": (sign * r.nonmember_scores, common.NONMEMBER_COLOR)},
+                                        axis, lines=lines, title=common.ATTACK_LABELS[a]),
+                     width="stretch", key=f"sweep_hist_{a}")
+with st.expander("All numbers"):
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -1,0 +1,80 @@
+"""Models: load and inspect a checkpoint (mimmia folder, official MAE .pth, Hugging Face ViTMAE folder)."""
+import hashlib
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_pages import common
+from mimmia_core.checkpoint import load_model
+from mimmia_core.foreign import describe_checkpoint
+
+st.title("Models")
+st.caption("Inspect any MAE checkpoint mimmia reads: its own format (a folder with model.safetensors and "
+           "mimmia.json), an official MAE .pth (facebookresearch/mae, timm), or a Hugging Face ViTMAE folder. "
+           "Reconstruction attacks need the decoder; encoder-only releases can borrow the shadow's decoder.")
+
+options = {"experiment": "a model of the loaded experiment", "path": "a path on this machine",
+           "upload": "an uploaded .pth file"}
+how = st.radio("Inspect", list(options), format_func=options.get, key="models_source", horizontal=True)
+
+
+@st.cache_resource(show_spinner="Loading the uploaded checkpoint…", max_entries=4)
+def _load_upload(digest: str, name: str, _data: bytes):
+    """Keyed on the upload's sha256, never on the bytes or the UploadedFile."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(_data)
+        loaded = load_model(str(path), "cpu")
+    loaded.path = name
+    return loaded
+
+
+loaded = None
+try:
+    if how == "experiment":
+        exp, _ = common.experiment()
+        roles = {"target": exp.target, **({"shadow": exp.shadow} if exp.shadow is not None else {}),
+                 **{f"reference {i}": r for i, r in enumerate(exp.references)}}
+        role = st.selectbox("Model", list(roles), key="models_role")
+        loaded = roles[role]
+    elif how == "path":
+        path = st.text_input("Checkpoint path (file or folder)", key="models_path",
+                             placeholder="assets/demo/models/target or /data/mae_visualize_vit_large.pth")
+        if path.strip():
+            loaded = common.load_model_by_path(path.strip())
+    else:
+        up = st.file_uploader("Official MAE checkpoint (.pth, at most 20 MB here; use a path for larger files)",
+                              type=["pth", "pt", "bin", "safetensors"], key="models_upload")
+        if up is not None:
+            data = up.getvalue()
+            loaded = _load_upload(hashlib.sha256(data).hexdigest(), up.name, data)
+except Exception as e:  # noqa: BLE001 -- a bad checkpoint is a message, never a traceback
+    st.error(f"Could not load this checkpoint: {common.error_text(e)}")
+
+if loaded is None:
+    st.stop()
+
+d = describe_checkpoint(loaded)
+a = d["architecture"]
+cols = st.columns(4)
+cols[0].metric("Format", d["source_format"])
+cols[1].metric("Decoder", "present" if d["has_decoder"] else "missing")
+cols[2].metric("Target space", d["target_space"])
+cols[3].metric("Parameters", f"{sum(d['parameters'].values()) / 1e6:.2f} M",
+               help=f"encoder {d['parameters']['encoder']:,}, decoder {d['parameters']['decoder']:,}")
+if not d["has_decoder"]:
+    st.warning(f"Encoder-only: {len(d['missing_decoder_keys'])} decoder weights are missing "
+               f"(e.g. {', '.join(d['missing_decoder_keys'][:3])}). Reconstruction needs a decoder: load it as the "
+               "target with 'decoder from: shadow' on the Overview page.")
+left, right = st.columns(2)
+with left:
+    st.subheader("Architecture")
+    st.table(pd.DataFrame({"value": [str(v) for v in a.values()]}, index=list(a)))
+    st.caption(f"{d['num_patches']} patches per image. Preprocessing: mean {d['preprocessing']['mean']}, "
+               f"std {d['preprocessing']['std']}; norm_pix_loss {d['norm_pix_loss']}.")
+with right:
+    st.subheader("Provenance")
+    st.json(d["provenance"] or {"note": "the checkpoint records no provenance"}, expanded=2)
+    st.caption(f"Path: {d['path']}  \nWeights fingerprint: {d['fingerprint']}")

@@ -1,0 +1,170 @@
+"""Overview: what the attack is, which experiment is loaded, the headline numbers, and where to pick another."""
+import pandas as pd
+import streamlit as st
+
+from app_pages import common
+
+PIPELINE = """
+digraph {
+  rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.35;
+  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", color="#9e9e9e", fontname="Helvetica", fontsize=11];
+  edge [color="#616161", fontname="Helvetica", fontsize=10];
+  x      [label="image x", fillcolor="#fce4ec"];
+  mask   [label="hide a fraction r\\nof the patches\\n(K seeded masks)"];
+  target [label="target MAE\\nencoder + decoder", fillcolor="#e3f2fd"];
+  dist   [label="reconstruction\\ndistance d(x)"];
+  refs   [label="reference MAEs\\n(never saw x)", fillcolor="#e8f5e9"];
+  cal    [label="calibrated score\\nlog d_ref(x) - log d(x)"];
+  shadow [label="shadow MAE on the\\nadversary's own data", fillcolor="#fff3e0"];
+  thr    [label="threshold learned\\non the shadow"];
+  out    [label="member?", shape=ellipse, fillcolor="#fce4ec"];
+  x -> mask -> target -> dist;
+  dist -> thr [label="paper"];
+  dist -> cal; refs -> cal; cal -> thr [label="calibrated"];
+  shadow -> thr [style=dashed];
+  thr -> out;
+}
+"""
+
+st.title("Membership inference against masked image modeling")
+left, right = st.columns([5, 6])
+with left:
+    st.markdown(
+        "A masked autoencoder (MAE) learns by hiding most patches of an image and reconstructing them. "
+        "It reconstructs **its own training images better** than images it never saw. "
+        "The attack of Li et al. (2024) masks an image, lets the target model reconstruct it, and calls the image "
+        "a **member** of the training set when the reconstruction distance is small; the cut-off is learned on a "
+        "**shadow** MAE that the adversary trains on data of its own.\n\n"
+        "Some images are simply easy to reconstruct. **Calibrated** attacks compare the target's distance with "
+        "that of **reference** MAEs that never saw the image, which removes this per-image difficulty.")
+    st.caption("Field standard: report the true-positive rate at a low false-positive rate (1%, 0.1%) with "
+               "confidence intervals, and the ROC on log-log axes, not only AUC and accuracy.")
+with right:
+    st.graphviz_chart(PIPELINE, width="stretch")
+
+# --------------------------------------------------------------------------
+# The experiment
+# --------------------------------------------------------------------------
+choice = common.current_choice()
+loaded, err = common.try_load(choice)
+if loaded is None:
+    st.error(f"The experiment could not be loaded: {err}")
+else:
+    exp, exp_key = loaded
+    d = exp.describe()
+    st.header(f"Experiment: {d['name']}")
+
+    spec, aggregate = common.current_spec(), common.current_aggregate()
+    headline = [a for a in ("paper", "calibrated") if a in common.available_attacks(exp)]
+    results, skipped = common.attack_results(exp, exp_key, headline, spec, aggregate)
+    st.subheader("Headline numbers")
+    st.caption(f"Target model, {len(exp.members)} members vs {len(exp.nonmembers)} non-members; "
+               f"{common.spec_caption(spec, aggregate)}. Change these in the sidebar.")
+    for name, r in results.items():
+        m = r.metrics
+        cols = st.columns(4)
+        t1 = m["tpr_at"][0.01]
+        cols[0].metric(f"AUC, {common.ATTACK_LABELS[name]}", f"{m['auc']:.3f}", help=common.ATTACK_HELP[name])
+        cols[1].metric(f"TPR at 1% FPR, {name}", f"{t1['tpr']:.3f}",
+                       help=f"95% Clopper-Pearson interval [{t1['lo']:.3f}, {t1['hi']:.3f}]"
+                            + ("" if t1["measurable"] else "; 1% is below the smallest measurable FPR"))
+        acc = m["confusion"]["accuracy"] if "confusion" in m else None
+        cols[2].metric(f"Accuracy at the shadow threshold, {name}", "n/a" if acc is None else f"{acc:.3f}",
+                       help="The threshold the adversary learned on its shadow model, applied to the target.")
+        cols[3].metric(f"TPR at 0.1% FPR, {name}", f"{m['tpr_at'][0.001]['tpr']:.3f}",
+                       help="Measurable only with at least 1000 non-members."
+                       if not m["tpr_at"][0.001]["measurable"] else None)
+    for name, why in skipped.items():
+        st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
+    if "calibrated" not in common.available_attacks(exp):
+        st.info("This experiment has no reference models, so only the paper's raw attack runs.")
+    st.caption(f"Smallest measurable FPR with {len(exp.nonmembers)} non-members: "
+               f"1/{len(exp.nonmembers)} = {1 / len(exp.nonmembers):.4f}. Other attacks and the live threshold are "
+               f"on the **ROC and threshold** page.")
+
+    st.subheader("Models")
+    rows = []
+    for role, info in [("target", d["target"]), ("shadow", d["shadow"])] + \
+            [(f"reference {i}", r) for i, r in enumerate(d["references"])]:
+        if info is None:
+            continue
+        a, prov = info["architecture"], info.get("provenance") or {}
+        rows.append({"role": role, "path": info["path"], "format": info["source_format"],
+                     "input": f"{a['img_size']}px x {a['in_chans']}ch, patch {a['patch_size']}",
+                     "encoder": f"{a['embed_dim']} wide, {a['depth']} deep",
+                     "decoder": "yes" if info["has_decoder"] else "no (encoder-only)",
+                     "target space": info["target_space"],
+                     "trained on": (prov.get("data") or {}).get("num_images"),
+                     "epochs": prov.get("epochs")})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.subheader("Data")
+    st.dataframe(pd.DataFrame([{"set": role.replace("_", " "), "images": v["size"], "source": v["name"],
+                                "spec": v["spec"], "fingerprint": v["fingerprint"]}
+                               for role, v in d["data"].items()]), hide_index=True, width="stretch")
+    for note in d["notes"]:
+        st.info(note)
+
+# --------------------------------------------------------------------------
+# Choosing another experiment
+# --------------------------------------------------------------------------
+st.header("Choose the experiment")
+kinds = {"demo": "Bundled demo", "dir": "A bundle folder (laid out like assets/demo)",
+         "paths": "Checkpoints and data, path by path", "json": "An experiment JSON file"}
+now = dict(choice)
+st.caption(f"Loaded now: {kinds[now['kind']]}" + (f" — {now['path']}" if now.get("path") else ""))
+kind = st.radio("Experiment", list(kinds), format_func=kinds.get, key="exp_kind", horizontal=True)
+with st.form("experiment_form"):
+    fields = {}
+    if kind == "dir":
+        fields["path"] = st.text_input("Bundle folder", key="exp_dir",
+                                       help="manifest.json, fashion_mnist_subset.npz and models/target, "
+                                            "models/shadow, models/ref-0 ...")
+    elif kind == "json":
+        fields["path"] = st.text_input("Experiment JSON file", key="exp_json",
+                                       help='e.g. {"target": "models/target", "shadow": "models/shadow", '
+                                            '"references": ["models/ref-0"], "manifest": "manifest.json"}')
+    elif kind == "paths":
+        c1, c2 = st.columns(2)
+        fields["target"] = c1.text_input("Target checkpoint", key="exp_target",
+                                         help="A mimmia folder, an official MAE .pth, or a Hugging Face ViTMAE folder.")
+        fields["shadow"] = c2.text_input("Shadow checkpoint (optional)", key="exp_shadow")
+        fields["references"] = tuple(line.strip() for line in st.text_area(
+            "Reference checkpoints (optional, one per line)", key="exp_references").splitlines() if line.strip())
+        c1, c2 = st.columns(2)
+        fields["manifest"] = c1.text_input("Split manifest (JSON)", key="exp_manifest",
+                                           help="Which image ids each model was trained on.")
+        fields["data"] = c2.text_input("Data spec (default: the manifest's own)", key="exp_data",
+                                       help="demo, fashion-mnist:train, npz:PATH, folder:PATH, cifar10:ROOT ...")
+        c1, c2 = st.columns(2)
+        fields["members"] = c1.text_input("Or: members spec", key="exp_members",
+                                          help="Instead of a manifest: a source holding the target's members.")
+        fields["nonmembers"] = c2.text_input("and non-members spec", key="exp_nonmembers")
+        c1, c2 = st.columns(2)
+        fields["shadow_members"] = c1.text_input("Shadow members spec (optional)", key="exp_shadow_members")
+        fields["shadow_nonmembers"] = c2.text_input("Shadow non-members spec (optional)",
+                                                    key="exp_shadow_nonmembers")
+        fields["decoder_from"] = st.text_input(
+            "Decoder for an encoder-only target (optional): 'shadow' or a checkpoint path", key="exp_decoder_from")
+    else:
+        st.write("The demo: MAEs trained on a Fashion-MNIST subset that ships with mimmia.")
+    submitted = st.form_submit_button("Load experiment", type="primary")
+if submitted:
+    fields = {k: (v.strip() if isinstance(v, str) else v) for k, v in fields.items()}
+    if kind == "demo":
+        new = common.default_choice() if common.default_choice()[0][1] == "demo" else \
+            (("kind", "demo"), ("path", str(common.DEMO_DIR)))
+    elif kind in ("dir", "json") and not fields["path"]:
+        new = None
+        st.error("Give a path first.")
+    elif kind == "paths" and not fields["target"]:
+        new = None
+        st.error("A target checkpoint is required.")
+    else:
+        new = (("kind", kind),) + tuple(sorted(fields.items()))
+    if new is not None:
+        _, problem = common.try_load(new)
+        if problem:
+            st.error(f"Could not load this experiment: {problem}")
+        else:
+            st.session_state["experiment_choice"] = new
+            st.rerun()

@@ -1,0 +1,125 @@
+"""Reconstruction: one image, masked and reconstructed by the target and the shadow, and where its score falls."""
+import hashlib
+
+import numpy as np
+import streamlit as st
+import torch
+
+from app_pages import charts, common
+from mimmia_core.attacks import make_attack
+from mimmia_core.data import ArraySource, load_image_bytes
+from mimmia_core.model import mask_noise, reconstruct
+from mimmia_core.views import fraction_at_or_above, patch_grid, reconstruction_panels
+
+exp, exp_key = common.experiment()
+spec, aggregate = common.current_spec(), common.current_aggregate()
+cfg = exp.target.config
+
+st.title("Reconstruction")
+st.caption("The attack's signal, one image at a time: hide patches, let the MAE fill them in, measure the error. "
+           f"Mask ratio, number of masks and seed are in the sidebar ({common.spec_caption(spec, aggregate)}).")
+
+# --------------------------------------------------------------------------
+# Pick an image
+# --------------------------------------------------------------------------
+sources = {"member": exp.members, "non-member": exp.nonmembers}
+pick, show = st.columns([2, 3])
+with pick:
+    kind = st.radio("Image from", ["member", "non-member", "upload"], key="recon_source", horizontal=True,
+                    format_func={"member": "target members", "non-member": "target non-members",
+                                 "upload": "my own image"}.get)
+    if kind == "upload":
+        up = st.file_uploader(f"An image file ({cfg.img_size}x{cfg.img_size} pixels, "
+                              f"{'grey' if cfg.in_chans == 1 else 'colour'} for this model)",
+                              type=["png", "jpg", "jpeg", "bmp", "webp", "gif"], key="recon_upload")
+        resize = st.checkbox("Resize to fit (center-crop to a square, then resize)", key="recon_resize")
+        if up is None:
+            st.info("Upload an image to see how the target reconstructs it and how member-like it scores.")
+            st.stop()
+        try:
+            image = load_image_bytes(up.getvalue(), cfg.img_size, cfg.in_chans, resize=resize)
+        except ValueError as e:
+            st.error(f"{up.name}: {e}")
+            st.stop()
+        # a stable id from the pixels: the masks of an image are a function of (seed, id)
+        image_id = int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:7], "little")
+        label = f"upload {up.name}"
+    else:
+        src = sources[kind]
+        ids = src.ids.tolist()
+        image_id = st.selectbox(f"Image id ({len(ids)} {kind}s)", ids, key=f"recon_id_{kind}")
+        image = src.images(src.positions_of([image_id]))[0]
+        label = f"{kind} {image_id}"
+    mask_index = st.slider("Mask shown (one of the K scored)", 0, spec.num_masks - 1, 0, key="recon_mask",
+                           disabled=spec.num_masks == 1) if spec.num_masks > 1 else 0
+
+# --------------------------------------------------------------------------
+# Panels: target and shadow
+# --------------------------------------------------------------------------
+noise = mask_noise(spec.seed, [image_id], spec.num_masks, cfg.num_patches)[mask_index]
+images = torch.from_numpy(np.ascontiguousarray(image[None]))
+with show:
+    st.markdown(f"**{label}**: mask {mask_index + 1} of {spec.num_masks} hides "
+                f"{int(round(spec.mask_ratio * cfg.num_patches))} of {cfg.num_patches} patches")
+models = [("Target", exp.target)] + ([("Shadow", exp.shadow)] if exp.shadow is not None else [])
+recs = {}
+for name, loaded in models:
+    try:
+        recs[name] = reconstruct(loaded.require_decoder(), images, spec.mask_ratio, noise)
+    except ValueError as e:
+        st.error(f"{name}: {e}")
+zmax = max(float(r.patch_error.max()) for r in recs.values()) if recs else None
+for name, rec in recs.items():
+    err = rec.patch_error[0][rec.mask[0] > 0.5].mean().item()
+    st.subheader(f"{name} model")
+    st.caption(f"{rec.num_masked} patches masked; mean error over them {err:.4g} "
+               f"({'per-patch normalised' if rec.target_space == 'normalized_patches' else 'pixel'} target space)"
+               + ("; the display borrows each original patch's mean and variance"
+                  if rec.display_uses_original_patch_stats else ""))
+    cols = st.columns(5)
+    for col, (title, img) in zip(cols, reconstruction_panels(rec, 0).items()):
+        col.image(img, caption=title, width="stretch")
+    cols[4].plotly_chart(charts.heatmap_figure(patch_grid(rec.patch_error[0], rec.mask[0]),
+                                               "error per masked patch", zmax=zmax),
+                         width="stretch", key=f"recon_heat_{name}")
+if exp.shadow is None:
+    st.info("This experiment has no shadow model.")
+
+# --------------------------------------------------------------------------
+# The image's score against the member and non-member distributions
+# --------------------------------------------------------------------------
+st.header("Where this image's score falls")
+attacks = [a for a in ("paper", "calibrated") if a in common.available_attacks(exp)]
+results, skipped = common.attack_results(exp, exp_key, attacks, spec, aggregate)
+for name, why in skipped.items():
+    st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
+if kind == "upload":
+    upload = ArraySource(image[None], ids=[image_id], name="upload")
+    refs = exp.references if make_attack("calibrated").needs_references else []
+    with common.scoring_progress("Scoring the upload"):
+        scores = {a: float(make_attack(a).signal(exp.target, upload, refs, spec, common.get_scorer(), aggregate)[0])
+                  for a in results}
+else:
+    scores = {}
+    for a, r in results.items():
+        ids, values = (r.member_ids, r.member_scores) if kind == "member" else (r.nonmember_ids, r.nonmember_scores)
+        scores[a] = float(values[int(np.flatnonzero(ids == image_id)[0])])
+
+cols = st.columns(max(len(results), 1))
+for col, (a, r) in zip(cols, results.items()):
+    sign, axis = common.score_axis(a, spec)
+    s = scores[a]
+    predicted = None if r.threshold is None else s >= r.threshold
+    with col:
+        st.metric(f"{common.ATTACK_LABELS[a]}: score", f"{sign * s:.4g}",
+                  help=common.ATTACK_HELP[a])
+        st.markdown(f"At least as member-like as this image: **{fraction_at_or_above(r.member_scores, s):.0%}** of "
+                    f"members, **{fraction_at_or_above(r.nonmember_scores, s):.0%}** of non-members."
+                    + ("" if predicted is None else
+                       f" At the shadow-learned threshold it is predicted a **{'member' if predicted else 'non-member'}**."))
+        lines = [] if r.threshold is None else [(sign * r.threshold, "shadow threshold", "#424242")]
+        fig = charts.hist_figure({"members": (sign * r.member_scores, common.MEMBER_COLOR),
+                                  "non-members": (sign * r.nonmember_scores, common.NONMEMBER_COLOR)},
+                                 axis, lines=lines, markers=[(sign * s, "this image", "#fdd835")],
+                                 title=common.ATTACK_LABELS[a])
+        st.plotly_chart(fig, width="stretch", key=f"recon_hist_{a}")

@@ -1,0 +1,85 @@
+"""ROC and threshold: every attack side by side, and a live operating point."""
+import pandas as pd
+import streamlit as st
+
+from app_pages import charts, common
+from mimmia_core.metrics import OperatingPoints, roc, smallest_measurable_fpr
+from mimmia_core.views import slider_range, snap
+
+exp, exp_key = common.experiment()
+spec, aggregate = common.current_spec(), common.current_aggregate()
+
+st.title("ROC and threshold")
+st.caption("How well each attack separates the target's members from its non-members, at every threshold. "
+           "The field reports the true-positive rate at a LOW false-positive rate (an attack that is sure about a "
+           f"few images matters), with 95% Clopper-Pearson intervals. {common.spec_caption(spec, aggregate)}.")
+
+available = common.available_attacks(exp)
+chosen = st.multiselect("Attacks", available, default=available, key="roc_attacks",
+                        format_func=lambda a: common.ATTACK_LABELS[a])
+results, skipped = common.attack_results(exp, exp_key, chosen, spec, aggregate)
+for name, why in skipped.items():
+    st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
+missing = sorted(set(common.ATTACKS) - set(available))
+if missing:
+    st.caption(f"Not available for this experiment: {', '.join(missing)} (calibrated needs one reference model, "
+               f"LiRA two).")
+if not results:
+    st.info("Pick at least one attack.")
+    st.stop()
+
+n_non = len(exp.nonmembers)
+min_fpr = smallest_measurable_fpr(n_non)
+rows = []
+for a, r in results.items():
+    m = r.metrics
+    row = {"attack": common.ATTACK_LABELS[a], "AUC": round(m["auc"], 4)}
+    for f, t in m["tpr_at"].items():
+        row[f"TPR @ {f:g} FPR"] = (f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
+                                   + ("" if t["measurable"] else " (not measurable)"))
+    row["accuracy at shadow threshold"] = (round(m["confusion"]["accuracy"], 4) if "confusion" in m else None)
+    rows.append(row)
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+st.caption(f"{len(exp.members)} members, {n_non} non-members: the smallest measurable FPR is 1/{n_non} = "
+           f"{min_fpr:.4g}; a TPR at a lower FPR rests on zero false positives and is marked not measurable.")
+curves = {a: roc(r.member_scores, r.nonmember_scores) for a, r in results.items()}
+
+
+@st.fragment
+def operating_point():
+    """Threshold slider, operating point, confusion matrix: reruns alone as the slider moves."""
+    focus = st.selectbox("Move the threshold of", list(results), key="roc_focus",
+                         format_func=lambda a: common.ATTACK_LABELS[a])
+    r = results[focus]
+    points = OperatingPoints(r.member_scores, r.nonmember_scores)
+    lo, hi, step = slider_range(r.member_scores, r.nonmember_scores, *( [[r.threshold]] if r.threshold is not None
+                                                                       else []))
+    start = snap(r.threshold if r.threshold is not None else (lo + hi) / 2, lo, hi, step)
+    threshold = st.slider("Threshold: predict member when score >= threshold", lo, hi, start, step,
+                          key=f"roc_threshold_{focus}", format="%.4g",
+                          help="Starts at the threshold learned on the shadow model. Use the arrow keys for fine steps.")
+    c = points.at(threshold)
+    shadow = None
+    if r.threshold is not None:
+        s = points.at(r.threshold)
+        shadow = (s["fpr"], s["tpr"], f"shadow threshold {r.threshold:.4g}")
+        st.caption(f"The shadow-learned threshold is {r.threshold:.4g} ({r.threshold_rule}); the diamond marks it.")
+    cols = st.columns(5)
+    cols[0].metric("Accuracy", f"{c['accuracy']:.3f}")
+    cols[1].metric("Precision", f"{c['precision']:.3f}")
+    cols[2].metric("Recall (TPR)", f"{c['tpr']:.3f}")
+    cols[3].metric("FPR", f"{c['fpr']:.4f}")
+    cols[4].metric("Balanced accuracy", f"{c['balanced_accuracy']:.3f}")
+    left, mid, right = st.columns([2, 2, 1])
+    point = (c["fpr"], c["tpr"], f"threshold {threshold:.4g}")
+    shown = {common.ATTACK_LABELS[a]: cv for a, cv in curves.items()}
+    left.plotly_chart(charts.roc_figure(shown, False, n_non, point, shadow), width="stretch", key="roc_linear")
+    mid.plotly_chart(charts.roc_figure(shown, True, n_non, point, shadow), width="stretch", key="roc_loglog")
+    with right:
+        st.markdown("**Confusion matrix**")
+        st.table(pd.DataFrame({"predicted member": [c["tp"], c["fp"]], "predicted non-member": [c["fn"], c["tn"]]},
+                              index=["member", "non-member"]))
+        st.caption(f"Markers: the circle is this threshold on {common.ATTACK_LABELS[focus]}'s curve.")
+
+
+operating_point()

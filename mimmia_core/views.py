@@ -1,0 +1,146 @@
+"""Arrays the dashboard draws: histogram bars, display images, patch heatmaps, tables.
+
+Plain numpy/torch, no streamlit: every number a page shows is computed here or
+in the rest of mimmia_core, so it can be tested without a browser.
+"""
+import numpy as np
+import torch
+
+
+def histogram(groups: dict, bins: int = 40, extra=()) -> tuple[np.ndarray, dict]:
+    """Counts of each group over one shared set of bin edges.
+
+    groups: name -> 1-D values (non-finite values are left out). `extra` values
+    (e.g. a threshold or one image's score) widen the range so they fall on the
+    drawn axis. Returns (edges of shape (bins + 1,), name -> counts (bins,)).
+    """
+    finite = {name: np.asarray(v, np.float64).ravel() for name, v in groups.items()}
+    finite = {name: v[np.isfinite(v)] for name, v in finite.items()}
+    pooled = np.concatenate([*finite.values(), np.asarray([e for e in extra if e is not None and np.isfinite(e)],
+                                                           np.float64)])
+    if pooled.size == 0:
+        raise ValueError("histogram: no finite values to count")
+    lo, hi = float(pooled.min()), float(pooled.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    return edges, {name: np.histogram(v, edges)[0] for name, v in finite.items()}
+
+
+def density(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts -> a density (area 1), so groups of different sizes compare on one axis."""
+    total = counts.sum()
+    return counts / (total * np.diff(edges)) if total else counts.astype(np.float64)
+
+
+def fraction_at_or_above(values, x: float) -> float:
+    """Fraction of `values` that are >= x (how many of a group score at least as member-like)."""
+    values = np.asarray(values, np.float64)
+    return float((values >= x).mean()) if values.size else float("nan")
+
+
+def to_hwc(images) -> np.ndarray:
+    """(N, C, H, W) or (C, H, W) floats in [0, 1] (tensor or array) -> (N, H, W, C) / (H, W, C) float32."""
+    x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    return np.moveaxis(x, -3, -1).astype(np.float32)
+
+
+def upscale(image: np.ndarray, min_size: int = 168) -> np.ndarray:
+    """Nearest-neighbour upscaling by the integer factor that makes the short side >= min_size.
+
+    image: (H, W, C) or (H, W). Single-channel images come back as (H, W), which
+    st.image shows as grey.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    factor = max(1, -(-min_size // min(image.shape[:2])))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def display_image(image, min_size: int = 168) -> np.ndarray:
+    """Any one image (uint8 HWC, or float CHW/HWC in [0, 1]) -> upscaled float32 HW(C) in [0, 1]."""
+    x = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif x.ndim == 3 and x.shape[0] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = np.moveaxis(x, 0, -1)
+    return upscale(np.clip(x.astype(np.float32), 0.0, 1.0), min_size)
+
+
+def reconstruction_panels(rec, index: int = 0, min_size: int = 168) -> dict:
+    """The four panels of MAE's demo for image `index` of a Reconstruction, ready for st.image."""
+    return {
+        "original": display_image(rec.original[index], min_size),
+        "masked": display_image(rec.masked[index], min_size),
+        "reconstruction": display_image(rec.reconstruction[index], min_size),
+        "reconstruction + visible": display_image(rec.pasted[index], min_size),
+    }
+
+
+def patch_grid(patch_values, mask=None) -> np.ndarray:
+    """Per-patch values (L,) -> a (g, g) grid in patch order (row-major, as patchify).
+
+    With `mask` (L,), 1 = masked, visible patches become NaN: MAE is scored on
+    the masked patches only, and a heatmap leaves the others blank.
+    """
+    v = patch_values.detach().float().cpu().numpy() if isinstance(patch_values, torch.Tensor) \
+        else np.asarray(patch_values, np.float64)
+    v = v.astype(np.float64).ravel()
+    g = int(round(len(v) ** 0.5))
+    if g * g != len(v):
+        raise ValueError(f"patch_grid: {len(v)} patches do not form a square grid")
+    if mask is not None:
+        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        v = np.where(m.ravel() > 0.5, v, np.nan)
+    return v.reshape(g, g)
+
+
+def slider_range(*score_arrays, steps: int = 500) -> tuple[float, float, float]:
+    """(min, max, step) covering every finite score, for a threshold slider of about `steps` steps."""
+    pooled = np.concatenate([np.asarray(s, np.float64).ravel() for s in score_arrays if s is not None])
+    pooled = pooled[np.isfinite(pooled)]
+    if pooled.size == 0:
+        raise ValueError("slider_range: no finite scores")
+    lo, hi = float(pooled.min()), float(pooled.max())
+    if hi <= lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    step = 10.0 ** np.floor(np.log10((hi - lo) / steps))
+    return float(np.floor(lo / step) * step), float(np.ceil(hi / step) * step), float(step)
+
+
+def snap(value: float, lo: float, hi: float, step: float) -> float:
+    """value clipped to [lo, hi] and rounded to the slider's grid (so the slider accepts it)."""
+    return float(np.clip(lo + round((value - lo) / step) * step, lo, hi))
+
+
+def top_n(ids, scores, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n highest scores (most member-like first) and their ids; ties keep the input order."""
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")[:n]
+    return np.asarray(ids)[order], scores[order]
+
+
+def per_image_columns(results: dict) -> dict:
+    """One row per target candidate: id, member (1/0), and each attack's score (higher = member-like).
+
+    results: attack name -> AttackResult of one experiment (same candidates).
+    Each attack also gets a '<name>_rank' column (1 = most member-like).
+    """
+    if not results:
+        raise ValueError("per_image_columns: no attack results")
+    first = next(iter(results.values()))
+    ids = np.r_[first.member_ids, first.nonmember_ids]
+    columns = {"id": ids, "member": np.r_[np.ones(len(first.member_ids), np.int64),
+                                          np.zeros(len(first.nonmember_ids), np.int64)]}
+    for name, r in results.items():
+        if not (np.array_equal(r.member_ids, first.member_ids) and np.array_equal(r.nonmember_ids, first.nonmember_ids)):
+            raise ValueError(f"per_image_columns: attack {name} scored other images than {first.attack}")
+        s = np.r_[r.member_scores, r.nonmember_scores]
+        columns[name] = s
+        columns[f"{name}_rank"] = np.argsort(np.argsort(-s, kind="stable"), kind="stable") + 1
+    return columns
+
+
+__all__ = ["histogram", "density", "fraction_at_or_above", "to_hwc", "upscale", "display_image",
+           "reconstruction_panels", "patch_grid", "slider_range", "snap", "top_n", "per_image_columns"]
