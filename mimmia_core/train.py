@@ -57,7 +57,7 @@ def lr_at(cfg: TrainConfig, base_lr: float, epoch: float) -> float:
     return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """The random stream of one epoch: stream 0 shuffles the data (the same on every
     rank), stream 1 + rank draws that rank's masks. Seeding per epoch lets a resumed
     run draw exactly what an uninterrupted one would, on every rank."""
@@ -123,8 +123,8 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
-        perm = torch.randperm(n, generator=epoch_generator(cfg.seed, epoch, 0))
-        noise_gen = epoch_generator(cfg.seed, epoch, 1 + rank)
+        perm = torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch, 0))
+        noise_gen = _epoch_generator(cfg.seed, epoch, 1 + rank)
         epoch_loss, t0 = torch.zeros((), device=device), time.perf_counter()
         for step in range(steps_per_epoch):
             for g in optimizer.param_groups:

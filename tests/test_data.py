@@ -215,7 +215,6 @@ def test_image_folder_is_lazy_and_checks_sizes(tmp_path):
         s.images([6])
     with pytest.raises(ValueError, match=r"b/4.png is not an image"):
         s.images([7])
-    resized = ImageFolderSource(tmp_path, mode="L", resize=(5, 5))
     (tmp_path / "b" / "4.png").unlink()
     resized = ImageFolderSource(tmp_path, mode="L", resize=(5, 5))
     assert resized.images(np.arange(7)).shape == (7, 5, 5, 1)
