@@ -1,0 +1,146 @@
+"""Reports: report.json + scores.csv for an attack run, sweep.json + sweep.csv for a
+mask-ratio sweep, and the small tables printed in the terminal. Written atomically."""
+import csv
+import dataclasses
+import io
+import json
+import math
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .io import atomic_write_text
+
+ROLES = (("target_member", 1), ("target_nonmember", 0), ("shadow_member", 1), ("shadow_nonmember", 0))
+
+
+def versions() -> dict:
+    import sklearn
+    import timm
+    import torch
+
+    from . import __version__
+    return dict(mimmia=__version__, torch=torch.__version__, timm=timm.__version__, numpy=np.__version__,
+                scikit_learn=sklearn.__version__, python=platform.python_version())
+
+
+def jsonable(x):
+    """Plain JSON values: numpy to Python, dataclasses to dicts, keys to str, NaN and +-inf to None."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return jsonable(dataclasses.asdict(x))
+    if isinstance(x, dict):
+        return {(f"{k:g}" if isinstance(k, float) else str(k)): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _json(obj) -> str:
+    return json.dumps(jsonable(obj), indent=1, allow_nan=False)
+
+
+def result_summary(result) -> dict:
+    """An AttackResult without its per-image arrays."""
+    return dict(attack=result.attack, spec=result.spec, aggregate=result.aggregate, threshold=result.threshold,
+                threshold_rule=result.threshold_rule, metrics=result.metrics)
+
+
+def attack_report(experiment, results, settings: dict) -> dict:
+    return dict(kind="mimmia-attack-report", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                settings=settings, versions=versions(), experiment=experiment.describe(),
+                results=[result_summary(r) for r in results])
+
+
+def scores_csv(experiment, results) -> str:
+    """One row per image and role (target/shadow member/non-member): id, role, label, a score per attack."""
+    sources = experiment.sources()
+    columns = dict(target_member=[r.member_scores for r in results],
+                   target_nonmember=[r.nonmember_scores for r in results],
+                   shadow_member=[r.shadow_member_scores for r in results],
+                   shadow_nonmember=[r.shadow_nonmember_scores for r in results])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["id", "role", "label"] + [r.attack for r in results])
+    for role, label in ROLES:
+        if role not in sources or any(c is None for c in columns[role]):
+            continue
+        for i, image_id in enumerate(sources[role].ids):
+            writer.writerow([int(image_id), role, label] + [repr(float(c[i])) for c in columns[role]])
+    return text.getvalue()
+
+
+def write_attack_report(out_dir, experiment, results, settings: dict) -> tuple[Path, Path]:
+    """DIR/report.json (settings, versions, fingerprints, metrics, thresholds) and DIR/scores.csv."""
+    if not results:
+        raise ValueError("no attack results to report")
+    out_dir = Path(out_dir)
+    text = scores_csv(experiment, results)
+    report = atomic_write_text(out_dir / "report.json", _json(attack_report(experiment, results, settings)))
+    scores = atomic_write_text(out_dir / "scores.csv", text)
+    return report, scores
+
+
+def _pct(fpr: float) -> str:
+    return f"{fpr * 100:g}%"
+
+
+def attack_table(results) -> str:
+    """attack | AUC | TPR at each FPR (with the interval at 1%) | accuracy at the shadow threshold."""
+    fprs = list(results[0].metrics["tpr_at"])
+    header = ["attack", "AUC"] + [f"TPR@{_pct(f)}" + (" [95% CI]" if f == 0.01 else "") for f in fprs] + ["acc@thr"]
+    rows, unmeasurable = [], False
+    for r in results:
+        row = [r.attack, f"{r.metrics['auc']:.3f}"]
+        for f in fprs:
+            t = r.metrics["tpr_at"][f]
+            cell = f"{t['tpr']:.3f}" + (f" [{t['lo']:.3f}, {t['hi']:.3f}]" if f == 0.01 else "")
+            unmeasurable |= not t["measurable"]
+            row.append(cell + ("" if t["measurable"] else "*"))
+        row.append(f"{r.metrics['confusion']['accuracy']:.3f}" if r.threshold is not None else "-")
+        rows.append(row)
+    lines = _columns([header] + rows)
+    if unmeasurable:
+        lines.append(f"* below the smallest measurable FPR, 1/{results[0].metrics['n_nonmembers']} non-members")
+    return "\n".join(lines)
+
+
+def _columns(rows) -> list[str]:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def write_sweep(out_dir, rows: list[dict], settings: dict, experiment=None) -> tuple[Path, Path]:
+    """DIR/sweep.json (settings, versions, rows, best ratio per attack) and DIR/sweep.csv."""
+    out_dir = Path(out_dir)
+    best = {row["attack"]: row["mask_ratio"] for row in rows if row["best"]}
+    doc = dict(kind="mimmia-sweep", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               settings=settings, versions=versions(),
+               experiment=None if experiment is None else experiment.describe(), best=best, rows=rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(jsonable(rows))
+    return atomic_write_text(out_dir / "sweep.json", _json(doc)), atomic_write_text(out_dir / "sweep.csv",
+                                                                                     text.getvalue())
+
+
+def sweep_table(rows: list[dict]) -> str:
+    fprs = [k for k in rows[0] if k.startswith("tpr@") and not k.endswith(("_lo", "_hi"))]
+    header = ["mask ratio", "attack", "AUC"] + [f"TPR@{_pct(float(k[4:]))}" for k in fprs] + ["acc@thr", ""]
+    table = [header] + [
+        [f"{row['mask_ratio']:g}", row["attack"], f"{row['auc']:.3f}"] + [f"{row[k]:.3f}" for k in fprs]
+        + ["-" if row["accuracy"] is None else f"{row['accuracy']:.3f}", "<- best" if row["best"] else ""]
+        for row in rows]
+    return "\n".join(_columns(table))
+
+
+__all__ = ["versions", "jsonable", "result_summary", "attack_report", "scores_csv", "write_attack_report", "attack_table",
+           "write_sweep", "sweep_table"]
