@@ -275,8 +275,11 @@ class ImageFolderSource(ImageSource):
         if getattr(self, "_fingerprint", None) is None:
             h = hashlib.sha256(f"{self.mode} {self.resize}".encode())
             for rel in self.relpaths:
+                content = hashlib.sha256()
                 with open(self.root / rel, "rb") as f:
-                    h.update(rel.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        content.update(chunk)
+                h.update(rel.encode() + b"\0" + content.digest())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -288,9 +291,11 @@ def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
+    if len(data) < 4 or data[:3] != b"\0\0\x08":
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: IDX header is cut short")
     shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     if len(data) != 4 + 4 * ndim + int(np.prod(shape)):
         raise ValueError(f"{path}: IDX header says shape {shape} but the file holds {len(data)} bytes")

@@ -116,6 +116,12 @@ def test_idx_errors(tmp_path):
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match="header says shape"):
         load_fashion_mnist(tmp_path)
+    path.write_bytes(path.read_bytes()[:10])
+    with pytest.raises(ValueError, match="cut short"):
+        load_fashion_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"PK\x03")
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        load_fashion_mnist(tmp_path, "test")
 
 
 # ---------------------------------------------------------------- arrays, npz, subsets
