@@ -44,7 +44,7 @@ class LoadedModel:
 
     @property
     def fingerprint(self) -> str:
-        return weights_fingerprint(self.model)
+        return weights_fingerprint(self.model, skip=set(self.missing_decoder_keys))
 
     def require_decoder(self) -> MaskedAutoencoderViT:
         if not self.has_decoder:
@@ -57,10 +57,14 @@ class LoadedModel:
         return self.model
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over parameter names, shapes, dtypes and bytes, in state-dict order."""
+def weights_fingerprint(model: torch.nn.Module, skip=()) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes, in state-dict order.
+    `skip` names weights that are not in the checkpoint (an encoder-only file's
+    random placeholder decoder), so the fingerprint is the same at every load."""
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
+        if name in skip:
+            continue
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")

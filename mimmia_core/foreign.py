@@ -77,7 +77,7 @@ def _read_official(path: Path) -> tuple[dict, dict]:
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         raw = obj.get("args")
         raw = vars(raw) if isinstance(raw, argparse.Namespace) else raw if isinstance(raw, dict) else {}
-        args = {k: raw[k] for k in ARGS_KEPT if k in raw}
+        args = {k: raw[k] for k in ARGS_KEPT if isinstance(raw.get(k), (str, int, float, bool))}
         if isinstance(obj.get("epoch"), int):
             args["epoch"] = obj["epoch"]
         obj = obj["model"]
@@ -215,7 +215,7 @@ def load_official_mae(path, device="cpu", config: MAEConfig | dict | None = None
 HF_DEFAULTS = dict(image_size=224, patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12,
                    num_attention_heads=12, intermediate_size=3072, decoder_hidden_size=512,
                    decoder_num_hidden_layers=8, decoder_num_attention_heads=16, decoder_intermediate_size=2048,
-                   hidden_act="gelu", layer_norm_eps=1e-12, qkv_bias=True, mask_ratio=0.75, norm_pix_loss=False)
+                   hidden_act="gelu", layer_norm_eps=1e-12, mask_ratio=0.75, norm_pix_loss=False)
 # a layer: transformers 4.x "vit.encoder.layer.N", 5.x "vit.layers.N"; decoder 4.x / 5.x in memory
 # "decoder.decoder_layers.N", and 5.x save_pretrained writes "decoder.decoder_encoder.layer.N"
 _HF_LAYER = re.compile(r"^(vit\.encoder\.layer|vit\.layers|decoder\.decoder_layers|decoder\.decoder_encoder\.layer)"
@@ -271,10 +271,10 @@ def hf_to_official(sd: dict, path="state dict") -> dict:
     return out
 
 
-def _square(value, name: str, path) -> int:
+def _square(value, name: str) -> int:
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] != value[1]:
-            raise CheckpointError(f"{path}: {name} {value} is not square; only square images are supported")
+            raise ValueError(f"{name} {value} is not square; only square images are supported")
         value = value[0]
     return int(value)
 
@@ -323,20 +323,20 @@ def _hf_config(cfg: dict, mean, std, path) -> MAEConfig:
     c = {**HF_DEFAULTS, **cfg}
     if c["hidden_act"] != "gelu":
         raise CheckpointError(f"{path}: hidden_act {c['hidden_act']!r} is not supported (MAE uses exact 'gelu')")
-    ratio = c["intermediate_size"] / c["hidden_size"]
-    if c["decoder_intermediate_size"] / c["decoder_hidden_size"] != ratio:
-        raise CheckpointError(f"{path}: encoder and decoder MLP ratios differ ({c['intermediate_size']}/"
-                              f"{c['hidden_size']} vs {c['decoder_intermediate_size']}/{c['decoder_hidden_size']}), "
-                              f"which this MAE does not support")
     try:
+        ratio = c["intermediate_size"] / c["hidden_size"]
+        if c["decoder_intermediate_size"] / c["decoder_hidden_size"] != ratio:
+            raise ValueError(f"encoder and decoder MLP ratios differ ({c['intermediate_size']}/{c['hidden_size']} "
+                             f"vs {c['decoder_intermediate_size']}/{c['decoder_hidden_size']}), which this MAE "
+                             f"does not support")
         return MAEConfig(
-            img_size=_square(c["image_size"], "image_size", path), patch_size=_square(c["patch_size"], "patch_size", path),
+            img_size=_square(c["image_size"], "image_size"), patch_size=_square(c["patch_size"], "patch_size"),
             in_chans=c["num_channels"], embed_dim=c["hidden_size"], depth=c["num_hidden_layers"],
             num_heads=c["num_attention_heads"], decoder_embed_dim=c["decoder_hidden_size"],
             decoder_depth=c["decoder_num_hidden_layers"], decoder_num_heads=c["decoder_num_attention_heads"],
             mlp_ratio=ratio, layer_norm_eps=float(c["layer_norm_eps"]), norm_pix_loss=bool(c["norm_pix_loss"]),
             mean=mean, std=std)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ZeroDivisionError) as e:
         raise CheckpointError(f"{path}: config.json does not describe a buildable MAE ({e})") from e
 
 
@@ -367,7 +367,8 @@ def load_hf_vitmae(directory, device="cpu") -> LoadedModel:
              "transformers 5.x save_pretrained" if any("decoder_encoder.layer" in k for k in raw) else
              "transformers 4.x")
     provenance = {"format": "hf_vitmae", "architectures": cfg.get("architectures"), "key_names": names,
-                  "transformers_version": cfg.get("transformers_version"), "mask_ratio": cfg.get("mask_ratio"),
+                  "transformers_version": cfg.get("transformers_version"),
+                  "mask_ratio": cfg.get("mask_ratio", HF_DEFAULTS["mask_ratio"]),
                   "norm_pix_loss": config.norm_pix_loss, "layer_norm_eps": config.layer_norm_eps,
                   "preprocessing_source": pre_source}
     return LoadedModel(model.to(device).eval(), str(directory), "hf_vitmae", not missing, provenance, missing)
@@ -407,9 +408,9 @@ def attach_decoder(encoder: LoadedModel, decoder_from: LoadedModel) -> LoadedMod
     if e.layer_norm_eps != d.layer_norm_eps:
         warnings.append(f"decoder LayerNorm eps changed from {d.layer_norm_eps} to the encoder's {e.layer_norm_eps}")
     enc_sd, dec_sd = encoder.model.state_dict(), decoder_from.model.state_dict()
-    dec_names = set(decoder_keys(dec_sd))
-    state = {k: v for k, v in enc_sd.items() if k not in set(decoder_keys(enc_sd))}
-    state.update({k: v for k, v in dec_sd.items() if k in dec_names})
+    old_decoder = set(decoder_keys(enc_sd))
+    state = {k: v for k, v in enc_sd.items() if k not in old_decoder}
+    state.update({k: dec_sd[k] for k in decoder_keys(dec_sd)})
     model = MaskedAutoencoderViT(config)
     path = f"{encoder.path} + decoder of {decoder_from.path}"
     load_state_dict_checked(model, state, path, allow_missing_decoder=False)
@@ -424,7 +425,7 @@ def attach_decoder(encoder: LoadedModel, decoder_from: LoadedModel) -> LoadedMod
 def describe_checkpoint(loaded: LoadedModel) -> dict:
     """A JSON-ready summary for the Models page and `inspect`."""
     c = loaded.config
-    dec = set(decoder_keys(dict(loaded.model.named_parameters())))
+    dec = set(decoder_keys(name for name, _ in loaded.model.named_parameters()))
     counts = {"encoder": 0, "decoder": 0}
     for name, p in loaded.model.named_parameters():
         counts["decoder" if name in dec else "encoder"] += p.numel()

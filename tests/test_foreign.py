@@ -24,9 +24,10 @@ HF_ARCH = dict(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_
 HEADS = {"num_heads": 4, "decoder_num_heads": 3}  # not readable from weights of these widths
 
 
-def make_hf(norm_pix_loss=False, layer_norm_eps=1e-12, seed=0):
+def make_hf(norm_pix_loss=False, layer_norm_eps=1e-12, seed=0, **config):
     torch.manual_seed(seed)
-    config = transformers.ViTMAEConfig(**HF_ARCH, norm_pix_loss=norm_pix_loss, layer_norm_eps=layer_norm_eps)
+    config = transformers.ViTMAEConfig(**{**HF_ARCH, **config}, norm_pix_loss=norm_pix_loss,
+                                       layer_norm_eps=layer_norm_eps)
     model = transformers.ViTMAEForPreTraining(config).eval()
     with torch.no_grad():  # every bias and norm non-trivial, so a wrong mapping shows
         for p in model.parameters():
@@ -153,6 +154,15 @@ def test_hf_norm_pix_loss_eps_and_preprocessing(tmp_path):
         assert (wrong(x, 0.75, noise)[1] - hf(pixel_values=x, noise=noise).logits).abs().max() > 1e-4
 
 
+def test_hf_sharded_without_qkv_bias(tmp_path):
+    hf = make_hf(seed=4, qkv_bias=False)
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
+    loaded = load_hf_vitmae(tmp_path / "hf")
+    assert not loaded.model.blocks[0].attn.qkv.bias.any()
+    assert_same_as_hf(loaded, hf)
+
+
 def test_hf_encoder_only_and_bad_directories(hf, tmp_path):
     enc = {k[len("vit."):]: v for k, v in hf.state_dict().items() if k.startswith("vit.")}  # a ViTMAEModel
     loaded = load_hf_vitmae(write_hf_dir(tmp_path / "enc", hf, enc))
@@ -247,6 +257,9 @@ def test_encoder_only_official_file_and_attach_decoder(tiny_model, tiny_images, 
     encoder = load_official_mae(tmp_path / "mae_pretrain_vit_tiny.pth", config=tiny_model.config)
     assert not encoder.has_decoder
     assert set(encoder.missing_decoder_keys) == set(decoder_keys(sd))
+    # the random placeholder decoder is not part of the fingerprint
+    again = load_official_mae(tmp_path / "mae_pretrain_vit_tiny.pth", config=tiny_model.config)
+    assert again.fingerprint == encoder.fingerprint
     with pytest.raises(CheckpointError, match="encoder-only.*decoder_blocks.0.attn.proj.bias"):
         encoder.require_decoder()
     info = describe_checkpoint(encoder)
@@ -286,6 +299,8 @@ def test_timm_vit_weights(tmp_path):
     assert loaded.config.mean == (0.4, 0.4, 0.4) and loaded.config.num_heads == 1
     ours = loaded.model.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in vit.state_dict().items())
+    single = load_model(tmp_path / "timm" / "model.safetensors")  # the weights file alone
+    assert single.source_format == "official_mae" and single.fingerprint == loaded.fingerprint
 
     classifier = VisionTransformer(img_size=16, patch_size=4, embed_dim=64, depth=1, num_heads=1, num_classes=10)
     torch.save(classifier.state_dict(), tmp_path / "finetuned.pth")
