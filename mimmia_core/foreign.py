@@ -395,7 +395,8 @@ def attach_decoder(encoder: LoadedModel, decoder_from: LoadedModel) -> LoadedMod
     decoder_from.require_decoder()
     e, d = encoder.config, decoder_from.config
     wrong = [f"{f}: encoder {getattr(e, f)} vs decoder's model {getattr(d, f)}"
-             for f in ("img_size", "patch_size", "in_chans", "embed_dim", "mlp_ratio") if getattr(e, f) != getattr(d, f)]
+             for f in ("img_size", "patch_size", "in_chans", "embed_dim", "mlp_ratio")
+             if getattr(e, f) != getattr(d, f)]
     if wrong:
         raise CheckpointError(f"cannot put the decoder of {decoder_from.path} on the encoder of {encoder.path}; "
                               f"they differ in {'; '.join(wrong)}")

@@ -75,7 +75,8 @@ def test_weights_that_do_not_fit_the_config_are_refused(tiny_config, tiny_model,
     meta = json.loads((tmp_path / "ck" / META_FILE).read_text())
     meta["config"]["embed_dim"] = 64
     (tmp_path / "ck" / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"shape mismatch for blocks.0.attn.proj.bias: file \(32,\) vs model \(64,\)"):
+    with pytest.raises(CheckpointError, match=r"shape mismatch for blocks.0.attn.proj.bias: file \(32,\) vs "
+                                              r"model \(64,\)"):
         load_model(tmp_path / "ck")
     model = MaskedAutoencoderViT(replace(tiny_config, depth=1))
     with pytest.raises(CheckpointError, match=r"unknown weights \['blocks.1"):
