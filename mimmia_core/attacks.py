@@ -12,6 +12,7 @@ import numpy as np
 from .metrics import DEFAULT_FPRS, best_accuracy_threshold, evaluate, threshold_at_fpr
 from .model import smallest_mask_ratio
 from .scoring import AGGREGATES
+
 LOG_FLOOR = 1e-12  # distances below this count as this, so a perfect reconstruction stays finite
 
 
@@ -35,8 +36,11 @@ def log_distances(scores) -> np.ndarray:
 
 
 class Attack:
+    """One membership signal. Subclasses set `name` and implement `signal(model, source, ...)`;
+    `model` and `references` are LoadedModels, `scorer` a scoring.Scorer."""
     name = "attack"
     needs_references = False
+    min_references = 0       # reference models the attack needs to run
     uses_mask_ratio = True   # False: the spec's mask ratio does not change the result
 
     def signals(self, model, members, nonmembers, references, spec, scorer, aggregate):
@@ -49,6 +53,9 @@ class Attack:
 
     def _reference_scores(self, model, source, references, spec, scorer):
         """The target's and every reference's Scores on `source`, with the same (paired) masks."""
+        if len(references) < self.min_references:
+            raise ValueError(f"attack {self.name} needs at least {self.min_references} reference model(s) "
+                             f"(trained without the candidates), got {len(references)}")
         target = scorer.scores(model, source, spec)
         refs = [scorer.scores(r, source, spec) for r in references]
         for r in refs:
@@ -76,6 +83,7 @@ class CalibratedAttack(Attack):
     """
     name = "calibrated"
     needs_references = True
+    min_references = 1
     MODES = ("log_ratio", "difference")
 
     def __init__(self, mode: str = "log_ratio"):
@@ -84,8 +92,6 @@ class CalibratedAttack(Attack):
         self.mode = mode
 
     def signal(self, model, source, references, spec, scorer, aggregate):
-        if not references:
-            raise ValueError(f"{self.name} needs at least one reference model")
         target, refs = self._reference_scores(model, source, references, spec, scorer)
         if self.mode == "log_ratio":
             ref = np.stack([log_distances(r) for r in refs])            # (R, K, N)
@@ -110,6 +116,7 @@ class LiRAAttack(Attack):
     """
     name = "lira"
     needs_references = True
+    min_references = 2
     SIGMAS = ("auto", "per_image", "pooled")
     MIN_PER_IMAGE = 8
 
@@ -119,9 +126,6 @@ class LiRAAttack(Attack):
         self.sigma = sigma
 
     def signal(self, model, source, references, spec, scorer, aggregate):
-        if len(references) < 2:
-            raise ValueError(f"lira fits a Gaussian to reference scores and needs at least 2 reference models, "
-                             f"got {len(references)}; with one, use 'calibrated'")
         target, refs = self._reference_scores(model, source, references, spec, scorer)
         x_t = reduce_masks(log_distances(target), aggregate)
         x_r = np.stack([reduce_masks(log_distances(r), aggregate) for r in refs])  # (R, N)
@@ -225,7 +229,7 @@ def _checked_signals(attack: Attack, loaded, members, nonmembers, references, sp
         bad = int((~np.isfinite(s)).sum())
         if bad:
             raise ValueError(f"attack {attack.name}: {bad} of {len(s)} scores are NaN or infinite for model "
-                             f"{loaded.path} on {source.name}")
+                             f"{loaded.path}{' or its references' if references else ''} on {source.name}")
     return m, n
 
 
@@ -242,9 +246,6 @@ def run_attack(attack, experiment, spec, scorer, threshold_rule="accuracy", aggr
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     refs = list(experiment.references) if attack.needs_references else []
-    if attack.needs_references and not refs:
-        raise ValueError(f"attack {attack.name} needs reference models (trained without the candidates); "
-                         f"the experiment has none")
     m, n = _checked_signals(attack, experiment.target, experiment.members, experiment.nonmembers, refs, spec,
                             scorer, aggregate)
     sm = sn = threshold = None

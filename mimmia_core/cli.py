@@ -25,6 +25,7 @@ from .report import attack_table, jsonable, sweep_table, write_attack_report, wr
 from .scoring import AGGREGATES, DISTANCES, Scorer, ScoreSpec
 
 DEFAULT_RATIOS = "0.25,0.5,0.75,0.9"
+AUTO_ATTACKS = ("paper", "calibrated", "lira")  # those the references allow
 
 
 class ProgressBar:
@@ -117,8 +118,7 @@ def _experiment(args):
 
 def _attack_names(text: str, experiment) -> list[str]:
     if text == "auto":
-        n = len(experiment.references)
-        return ["paper"] + (["calibrated"] if n else []) + (["lira"] if n >= 2 else [])
+        return [a for a in AUTO_ATTACKS if len(experiment.references) >= ATTACKS[a].min_references]
     names = [t.strip() for t in text.split(",") if t.strip()]
     for name in names:
         make_attack(name)  # refuses unknown names

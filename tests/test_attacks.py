@@ -134,8 +134,11 @@ def test_run_attack_refuses_bad_input():
         run_attack("paper", fake_experiment(), SPEC, TableScorer(table))
     no_refs = fake_experiment()
     no_refs.references = []
-    with pytest.raises(ValueError, match="needs reference models"):
+    with pytest.raises(ValueError, match="needs at least 1 reference model"):
         run_attack("calibrated", no_refs, SPEC, TableScorer(table))
+    no_refs.references = [fake_model("ref-0")]
+    with pytest.raises(ValueError, match="attack lira needs at least 2 reference model"):
+        run_attack("lira", no_refs, SPEC, TableScorer(table))
     with pytest.raises(ValueError, match="unknown attack"):
         run_attack("nope", no_refs, SPEC, TableScorer(table))
 

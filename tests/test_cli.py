@@ -165,7 +165,7 @@ def test_errors_are_one_clear_line(tiny, tmp_path, capsys):
         (["--target", str(tiny["target"]), "--members", data, "--nonmembers", data, "--attacks", "paper,magic"],
          "unknown attack 'magic'"),
         (["--target", str(tiny["target"]), "--members", data, "--nonmembers", data, "--attacks", "calibrated"],
-         "needs reference models"),
+         "needs at least 1 reference model"),
         (["--demo", "--target", str(tiny["target"])], "--demo brings its own models and data; drop --target"),
     ]
     for extra, message in cases:
