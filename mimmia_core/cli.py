@@ -108,12 +108,17 @@ def _experiment(args):
                  if getattr(args, k)]
         if given or args.reference:
             raise ValueError(f"--demo brings its own models and data; drop {', '.join(given or ['--reference'])}")
-        return load_demo_experiment(device)
-    if not args.target:
+        experiment = load_demo_experiment(device)
+    elif not args.target:
         raise ValueError("give --target (or --demo)")
-    return load_experiment(args.target, args.shadow, args.reference, manifest=args.manifest, data=args.data,
-                           members=args.members, nonmembers=args.nonmembers, shadow_members=args.shadow_members,
-                           shadow_nonmembers=args.shadow_nonmembers, device=device, decoder_from=args.decoder_from)
+    else:
+        experiment = load_experiment(
+            args.target, args.shadow, args.reference, manifest=args.manifest, data=args.data, members=args.members,
+            nonmembers=args.nonmembers, shadow_members=args.shadow_members, shadow_nonmembers=args.shadow_nonmembers,
+            device=device, decoder_from=args.decoder_from)
+    for note in experiment.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return experiment
 
 
 def _attack_names(text: str, experiment) -> list[str]:

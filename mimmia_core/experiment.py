@@ -88,6 +88,12 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
         raise ValueError("an experiment needs target members and non-members: give a manifest, or members and "
                          "nonmembers sources")
     notes = []
+    if manifest is not None:
+        shadow_ids = set(manifest.shadow_members) | set(manifest.shadow_nonmembers)
+        seen = [i for i, ref in enumerate(manifest.reference_members) if shadow_ids & set(ref)]
+        if seen:
+            notes.append(f"reference set(s) {seen} overlap the shadow's images: thresholds of calibrated attacks, "
+                         f"learned on the shadow, are biased")
     if not target.has_decoder and decoder_from is not None:
         donor = shadow if decoder_from == "shadow" else _model(decoder_from, device)
         if donor is None:

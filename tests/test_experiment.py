@@ -53,6 +53,10 @@ def test_load_experiment_from_a_manifest(tiny):
     assert d["target"]["fingerprint"] == exp.target.fingerprint != d["shadow"]["fingerprint"]
     assert d["data"]["target_member"]["size"] == 6 and d["data"]["shadow_nonmember"]["size"] == 6
     assert d["manifest"]["source"] == f"npz:{tiny['data']}" and d["manifest"]["reference_sets"] == 2
+    assert d["notes"] == []
+    manifest.reference_members[1].append(manifest.shadow_nonmembers[0])
+    exp = load_experiment(tiny["target"], tiny["shadow"], tiny["refs"], manifest=manifest, device="cpu")
+    assert "reference set(s) [1] overlap the shadow's images" in exp.notes[0]
 
 
 def test_explicit_sources_override_the_manifest(tiny, tmp_path):
