@@ -142,5 +142,5 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(_columns(table))
 
 
-__all__ = ["versions", "jsonable", "result_summary", "attack_report", "scores_csv", "write_attack_report", "attack_table",
-           "write_sweep", "sweep_table"]
+__all__ = ["versions", "jsonable", "result_summary", "attack_report", "scores_csv", "write_attack_report",
+           "attack_table", "write_sweep", "sweep_table"]
