@@ -1,9 +1,29 @@
-"""mimmia_core: membership inference against masked image modeling (MAE) encoders."""
+"""mimmia_core: membership inference against masked image modeling (MAE) encoders.
+
+model       the MAE (official layout, timm layers), seeded masking, reconstruct()
+checkpoint  own safetensors format; load_model() for every supported format
+foreign     official facebookresearch/mae .pth and Hugging Face ViTMAE imports
+data        image sources (Fashion-MNIST, CIFAR, folders, .npz, the demo)
+manifest    split manifests: who trained on which image ids
+train       MAE pre-training (AdamW, warmup + cosine, DDP)
+scoring     reconstruction distances per image and mask, cached
+attacks     the paper's attack, calibrated attacks, baselines
+metrics     AUC, TPR at low FPR with Clopper-Pearson intervals, operating points
+experiment  target + shadow + references + data, loaded together
+report      JSON / CSV reports and terminal tables
+demo        the bundled demo and how to rebuild it
+"""
+from .attacks import ATTACKS, AttackResult, make_attack, run_attack, sweep
 from .checkpoint import CheckpointError, LoadedModel, load_model, save_checkpoint
-from .data import ArraySource, ImageSource, load_demo, load_fashion_mnist, load_npz
+from .data import (ArraySource, ImageFolderSource, ImageSource, load_demo, load_fashion_mnist, load_image_bytes,
+                   load_npz, load_torchvision, open_source)
+from .experiment import Experiment, load_demo_experiment, load_experiment
+from .foreign import attach_decoder, describe_checkpoint, load_hf_vitmae, load_official_mae
 from .manifest import SplitManifest, make_split
+from .metrics import evaluate, roc, tpr_at_fpr
 from .model import (MAEConfig, MaskedAutoencoderViT, PRESETS, Reconstruction, build_model, get_config, mask_noise,
                     num_masked, reconstruct)
+from .scoring import Scorer, Scores, ScoreSpec, score_images
 from .train import TrainConfig, train_mae
 
 __version__ = "0.1.0"
