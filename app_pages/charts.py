@@ -3,16 +3,16 @@ a figure carries a few dozen numbers, never every score."""
 import numpy as np
 import plotly.graph_objects as go
 
-from mimmia_core.views import histogram
+from mimmia_core.views import histogram, shares
 
 from .common import MEMBER_COLOR, NONMEMBER_COLOR
 
-LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-              template="plotly_white")
+LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, x=0)
 PALETTE = ("#d81b60", "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#6d4c41")
 
 
-def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40, height: int = 320,
+def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40, height: int = 380,
                 title: str | None = None) -> go.Figure:
     """Overlaid histograms, each group as its share of images per bin.
 
@@ -25,24 +25,25 @@ def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40
     fig = go.Figure()
     for name, (values, color) in groups.items():
         c = counts[name]
-        share = c / max(c.sum(), 1)
-        fig.add_bar(x=centers, y=share, width=widths, name=f"{name} (n={int(c.sum())})", marker_color=color,
+        fig.add_bar(x=centers, y=shares(c), width=widths, name=f"{name} (n={int(c.sum())})", marker_color=color,
                     opacity=0.55, customdata=c,
                     hovertemplate="%{x:.4g}: %{customdata} images (%{y:.1%})<extra>" + name + "</extra>")
-    for x, label, color in lines:
-        fig.add_vline(x=x, line=dict(color=color, width=2, dash="dash"),
-                      annotation=dict(text=label, font=dict(color=color)), annotation_position="top")
+    top = max(shares(c).max() for c in counts.values()) * 1.08
+    for x, label, color in lines:  # as traces, so they are named in the legend
+        fig.add_scatter(x=[x, x], y=[0, top], mode="lines", line=dict(color=color, width=2, dash="dash"),
+                        name=f"{label} ({x:.4g})", hoverinfo="name")
     for x, label, color in markers:
-        fig.add_scatter(x=[x], y=[0], mode="markers+text", marker=dict(symbol="triangle-up", size=16, color=color,
-                                                                     line=dict(color="black", width=1)),
-                        text=[label], textposition="top center", name=label, showlegend=False)
-    fig.update_layout(barmode="overlay", height=height, bargap=0, xaxis_title=x_title,
-                      yaxis_title="share of the group", yaxis_tickformat=".0%", title=title, **LAYOUT)
+        fig.add_scatter(x=[x], y=[0], mode="markers", marker=dict(symbol="triangle-up", size=18, color=color,
+                                                                 line=dict(color="black", width=1)),
+                        name=f"{label} ({x:.4g})", cliponaxis=False)
+    fig.update_layout(barmode="overlay", height=height, bargap=0, xaxis_title=x_title, legend=LEGEND_BELOW,
+                      yaxis=dict(title="share of the group", tickformat=".0%", range=[0, top]),
+                      **({"title": dict(text=title, x=0, xanchor="left")} if title else {}), **LAYOUT)
     return fig
 
 
 def roc_figure(curves: dict, log: bool, n_nonmembers: int, point=None, shadow_point=None,
-               height: int = 380) -> go.Figure:
+               height: int = 560) -> go.Figure:
     """ROC curves (name -> RocCurve); point / shadow_point: (fpr, tpr, label) markers."""
     fig = go.Figure()
     floor = 0.5 / max(n_nonmembers, 1)
@@ -61,33 +62,38 @@ def roc_figure(curves: dict, log: bool, n_nonmembers: int, point=None, shadow_po
             fig.add_scatter(x=[x], y=[y], mode="markers", marker=dict(symbol=symbol, size=13, color=color,
                                                                       line=dict(color="white", width=1)),
                             name=pt[2])
-    axis = dict(type="log", range=[np.log10(floor), 0]) if log else dict(range=[0, 1])
+    decades = 10.0 ** np.arange(np.floor(np.log10(floor)), 1)
+    axis = dict(type="log", range=[np.log10(floor), 0], tickvals=decades, ticktext=[f"{d:g}" for d in decades]) \
+        if log else dict(range=[0, 1])
     fig.update_layout(height=height, xaxis=dict(title="false positive rate", **axis),
                       yaxis=dict(title="true positive rate", **axis),
-                      title="ROC, log-log (low-FPR regime)" if log else "ROC, linear", **LAYOUT)
+                      title="ROC, log-log axes (the low-FPR regime)" if log else "ROC, linear axes",
+                      legend=LEGEND_BELOW, **LAYOUT)
     return fig
 
 
-def sweep_figure(rows: list, metric: str, label: str, current: float | None = None, height: int = 320) -> go.Figure:
-    """One line per attack of `metric` against mask ratio; the best ratio starred, `current` marked."""
+def sweep_figure(rows: list, metric: str, label: str, current: float | None = None, height: int = 360) -> go.Figure:
+    """One line per attack of `metric` against mask ratio (rows of attacks.sweep); each attack's best
+    ratio (the sweep's `best`) starred, `current` marked. Lines are nudged apart so intervals stay visible."""
     fig = go.Figure()
-    for i, attack in enumerate(dict.fromkeys(r["attack"] for r in rows)):
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    for i, attack in enumerate(attacks):
         mine = sorted((r for r in rows if r["attack"] == attack), key=lambda r: r["mask_ratio"])
-        color = PALETTE[i % len(PALETTE)]
-        fig.add_scatter(x=[r["mask_ratio"] for r in mine], y=[r[metric] for r in mine], mode="lines+markers",
-                        name=attack, line=dict(color=color))
+        color, nudge = PALETTE[i % len(PALETTE)], 0.006 * (i - (len(attacks) - 1) / 2)
+        x = [r["mask_ratio"] + nudge for r in mine]
         lo, hi = f"{metric}_lo", f"{metric}_hi"
-        if lo in mine[0]:
-            fig.data[-1].error_y = dict(type="data", symmetric=False, array=[r[hi] - r[metric] for r in mine],
-                                        arrayminus=[r[metric] - r[lo] for r in mine], thickness=1)
-        best = max(mine, key=lambda r: r[metric])
-        fig.add_scatter(x=[best["mask_ratio"]], y=[best[metric]], mode="markers", showlegend=False,
+        error = dict(type="data", symmetric=False, array=[r[hi] - r[metric] for r in mine],
+                     arrayminus=[r[metric] - r[lo] for r in mine], thickness=1) if lo in mine[0] else None
+        fig.add_scatter(x=x, y=[r[metric] for r in mine], mode="lines+markers", name=attack,
+                        line=dict(color=color), error_y=error)
+        best = [(xi, r) for xi, r in zip(x, mine) if r["best"]]
+        fig.add_scatter(x=[xi for xi, _ in best], y=[r[metric] for _, r in best], mode="markers", showlegend=False,
                         marker=dict(symbol="star", size=16, color=color, line=dict(color="black", width=1)),
-                        hovertext=f"best {attack}: {best[metric]:.3f} at {best['mask_ratio']:g}", hoverinfo="text")
+                        hovertext=[f"best ratio for {attack}: {r['mask_ratio']:g}" for _, r in best], hoverinfo="text")
     if current is not None:
         fig.add_vline(x=current, line=dict(color="#424242", dash="dash"))
     fig.update_layout(height=height, xaxis_title="mask ratio at attack time", yaxis_title=label, title=label,
-                      **LAYOUT)
+                      legend=LEGEND_BELOW, **LAYOUT)
     return fig
 
 

@@ -40,6 +40,8 @@ ATTACK_HELP = {
     "encodermi": "Baseline: how alike the encoder embeds augmented views of the image (no decoder).",
     "unmasked": "Baseline: plain reconstruction error with a single masked patch, over all patches.",
 }
+SCORE_NAMES = {"paper": "reconstruction distance", "calibrated": "calibrated score", "lira": "LiRA score",
+               "encodermi": "view similarity", "unmasked": "unmasked reconstruction error"}
 MEMBER_COLOR, NONMEMBER_COLOR = "#d81b60", "#1e88e5"
 MEMO_SIZE = 128
 ENV_EXPERIMENT = "MIMMIA_EXPERIMENT"

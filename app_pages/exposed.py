@@ -53,7 +53,8 @@ def gallery(title: str, caption: str, source, ids, scores, threshold):
             flag = "" if threshold is None else (" · predicted member" if scores[i] >= threshold
                                                  else " · predicted non-member")
             with col:
-                pair = np.concatenate([display_image(rec.original[i], 112), display_image(rec.pasted[i], 112)], axis=1)
+                left, right = display_image(rec.original[i], 112), display_image(rec.pasted[i], 112)
+                pair = np.concatenate([left, np.ones_like(left[:, :4]), right], axis=1)
                 st.image(pair, caption=f"#{i + 1}: id {int(ids[i])}, score {scores[i]:.3g}{flag}", width="stretch")
 
 

@@ -29,7 +29,7 @@ except Exception as e:  # noqa: BLE001 -- a sweep the experiment cannot run beco
     st.error(f"The sweep could not run: {common.error_text(e)}")
     st.stop()
 
-current = st.select_slider("Highlight mask ratio", ratios, value=min(ratios, key=lambda r: abs(r - 0.75)),
+current = st.select_slider("Highlight mask ratio", ratios, value=min(ratios, key=lambda r: abs(r - spec.mask_ratio)),
                            key="sweep_ratio", format_func=lambda r: f"{r:g}")
 left, right = st.columns(2)
 left.plotly_chart(charts.sweep_figure(rows, "auc", "AUC", current), width="stretch", key="sweep_auc")

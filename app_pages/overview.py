@@ -27,20 +27,16 @@ digraph {
 """
 
 st.title("Membership inference against masked image modeling")
-left, right = st.columns([5, 6])
-with left:
-    st.markdown(
-        "A masked autoencoder (MAE) learns by hiding most patches of an image and reconstructing them. "
-        "It reconstructs **its own training images better** than images it never saw. "
-        "The attack of Li et al. (2024) masks an image, lets the target model reconstruct it, and calls the image "
-        "a **member** of the training set when the reconstruction distance is small; the cut-off is learned on a "
-        "**shadow** MAE that the adversary trains on data of its own.\n\n"
-        "Some images are simply easy to reconstruct. **Calibrated** attacks compare the target's distance with "
-        "that of **reference** MAEs that never saw the image, which removes this per-image difficulty.")
-    st.caption("Field standard: report the true-positive rate at a low false-positive rate (1%, 0.1%) with "
-               "confidence intervals, and the ROC on log-log axes, not only AUC and accuracy.")
-with right:
-    st.graphviz_chart(PIPELINE, width="stretch")
+st.markdown(
+    "A masked autoencoder (MAE) learns by hiding most patches of an image and reconstructing them, and it "
+    "reconstructs **its own training images better** than images it never saw. The attack of Li et al. (2024) masks "
+    "an image, lets the target model reconstruct it, and calls the image a **member** of the training set when the "
+    "reconstruction distance is small; the cut-off is learned on a **shadow** MAE that the adversary trains on data "
+    "of its own. Some images are simply easy to reconstruct: **calibrated** attacks compare the target's distance "
+    "with that of **reference** MAEs that never saw the image, which removes this per-image difficulty.")
+st.graphviz_chart(PIPELINE, width="stretch")
+st.caption("The field's standard (Carlini et al. 2022): report the true-positive rate at a low false-positive rate "
+           "(1%, 0.1%) with confidence intervals, and the ROC on log-log axes, not only AUC and accuracy.")
 
 # --------------------------------------------------------------------------
 # The experiment
@@ -53,6 +49,7 @@ else:
     exp, exp_key = loaded
     d = exp.describe()
     st.header(f"Experiment: {d['name']}")
+    st.caption(f"Loaded from {dict(choice).get('path') or exp.target.path}; device {exp.target.model.pos_embed.device}.")
 
     spec, aggregate = common.current_spec(), common.current_aggregate()
     headline = [a for a in ("paper", "calibrated") if a in common.available_attacks(exp)]
@@ -62,18 +59,21 @@ else:
                f"{common.spec_caption(spec, aggregate)}. Change these in the sidebar.")
     for name, r in results.items():
         m = r.metrics
-        cols = st.columns(4)
-        t1 = m["tpr_at"][0.01]
-        cols[0].metric(f"AUC, {common.ATTACK_LABELS[name]}", f"{m['auc']:.3f}", help=common.ATTACK_HELP[name])
-        cols[1].metric(f"TPR at 1% FPR, {name}", f"{t1['tpr']:.3f}",
-                       help=f"95% Clopper-Pearson interval [{t1['lo']:.3f}, {t1['hi']:.3f}]"
-                            + ("" if t1["measurable"] else "; 1% is below the smallest measurable FPR"))
-        acc = m["confusion"]["accuracy"] if "confusion" in m else None
-        cols[2].metric(f"Accuracy at the shadow threshold, {name}", "n/a" if acc is None else f"{acc:.3f}",
-                       help="The threshold the adversary learned on its shadow model, applied to the target.")
-        cols[3].metric(f"TPR at 0.1% FPR, {name}", f"{m['tpr_at'][0.001]['tpr']:.3f}",
-                       help="Measurable only with at least 1000 non-members."
-                       if not m["tpr_at"][0.001]["measurable"] else None)
+        with st.container(border=True, key=f"headline_{name}"):
+            st.markdown(f"**{common.ATTACK_LABELS[name].capitalize()}**: {common.ATTACK_HELP[name]}")
+            c = st.columns(4)
+            c[0].metric("AUC", f"{m['auc']:.3f}")
+            for cell, fpr in ((c[1], 0.01), (c[2], 0.001)):
+                t = m["tpr_at"][fpr]
+                cell.metric(f"TPR at {fpr:.1%} FPR".replace(".0%", "%"), f"{t['tpr']:.3f}",
+                            delta=None if t["measurable"] else "not measurable", delta_color="off",
+                            delta_arrow="off",
+                            help=f"95% Clopper-Pearson interval [{t['lo']:.3f}, {t['hi']:.3f}]. "
+                                 + ("" if t["measurable"] else f"{fpr:g} is below the smallest measurable FPR "
+                                                               f"1/{len(exp.nonmembers)}: zero false positives."))
+            acc = m["confusion"]["accuracy"] if "confusion" in m else None
+            c[3].metric("Accuracy", "n/a" if acc is None else f"{acc:.3f}",
+                        help="At the threshold the adversary learned on its shadow model, applied to the target.")
     for name, why in skipped.items():
         st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
     if "calibrated" not in common.available_attacks(exp):
@@ -98,9 +98,12 @@ else:
                      "epochs": prov.get("epochs")})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.subheader("Data")
-    st.dataframe(pd.DataFrame([{"set": role.replace("_", " "), "images": v["size"], "source": v["name"],
-                                "spec": v["spec"], "fingerprint": v["fingerprint"]}
-                               for role, v in d["data"].items()]), hide_index=True, width="stretch")
+    data = pd.DataFrame([{"set": role.replace("_", " "), "images": v["size"], "source": v["name"],
+                          "spec": v["spec"], "fingerprint": v["fingerprint"]} for role, v in d["data"].items()])
+    st.dataframe(data.dropna(axis=1, how="all"), hide_index=True, width="stretch")
+    if exp.manifest is not None:
+        st.caption(f"Split manifest: source {exp.manifest.source!r}, seed {exp.manifest.seed}, "
+                   f"{len(exp.manifest.reference_members)} reference training sets.")
     for note in d["notes"]:
         st.info(note)
 
@@ -112,15 +115,17 @@ kinds = {"demo": "Bundled demo", "dir": "A bundle folder (laid out like assets/d
          "paths": "Checkpoints and data, path by path", "json": "An experiment JSON file"}
 now = dict(choice)
 st.caption(f"Loaded now: {kinds[now['kind']]}" + (f" — {now['path']}" if now.get("path") else ""))
-kind = st.radio("Experiment", list(kinds), format_func=kinds.get, key="exp_kind", horizontal=True)
+kind = st.radio("Experiment", list(kinds), index=list(kinds).index(now["kind"]), format_func=kinds.get,
+                key="exp_kind", horizontal=True)
 with st.form("experiment_form"):
     fields = {}
     if kind == "dir":
-        fields["path"] = st.text_input("Bundle folder", key="exp_dir",
+        fields["path"] = st.text_input("Bundle folder", key="exp_dir", value=now["path"] if now["kind"] == "dir" else "",
                                        help="manifest.json, fashion_mnist_subset.npz and models/target, "
                                             "models/shadow, models/ref-0 ...")
     elif kind == "json":
         fields["path"] = st.text_input("Experiment JSON file", key="exp_json",
+                                       value=now["path"] if now["kind"] == "json" else "",
                                        help='e.g. {"target": "models/target", "shadow": "models/shadow", '
                                             '"references": ["models/ref-0"], "manifest": "manifest.json"}')
     elif kind == "paths":
@@ -147,12 +152,11 @@ with st.form("experiment_form"):
             "Decoder for an encoder-only target (optional): 'shadow' or a checkpoint path", key="exp_decoder_from")
     else:
         st.write("The demo: MAEs trained on a Fashion-MNIST subset that ships with mimmia.")
-    submitted = st.form_submit_button("Load experiment", type="primary")
+    submitted = st.form_submit_button("Load experiment", type="primary", key="exp_submit")
 if submitted:
     fields = {k: (v.strip() if isinstance(v, str) else v) for k, v in fields.items()}
     if kind == "demo":
-        new = common.default_choice() if common.default_choice()[0][1] == "demo" else \
-            (("kind", "demo"), ("path", str(common.DEMO_DIR)))
+        new = (("kind", "demo"), ("path", str(common.DEMO_DIR)))
     elif kind in ("dir", "json") and not fields["path"]:
         new = None
         st.error("Give a path first.")

@@ -1,6 +1,4 @@
 """Reconstruction: one image, masked and reconstructed by the target and the shadow, and where its score falls."""
-import hashlib
-
 import numpy as np
 import streamlit as st
 import torch
@@ -9,7 +7,8 @@ from app_pages import charts, common
 from mimmia_core.attacks import make_attack
 from mimmia_core.data import ArraySource, load_image_bytes
 from mimmia_core.model import mask_noise, reconstruct
-from mimmia_core.views import fraction_at_or_above, patch_grid, reconstruction_panels
+from mimmia_core import views
+from mimmia_core.views import display_image, fraction_at_or_above, patch_grid, reconstruction_panels
 
 exp, exp_key = common.experiment()
 spec, aggregate = common.current_spec(), common.current_aggregate()
@@ -41,8 +40,7 @@ with pick:
         except ValueError as e:
             st.error(f"{up.name}: {e}")
             st.stop()
-        # a stable id from the pixels: the masks of an image are a function of (seed, id)
-        image_id = int.from_bytes(hashlib.sha256(image.tobytes()).digest()[:7], "little")
+        image_id = views.image_id(image)  # masks are a function of (seed, id): same upload, same masks
         label = f"upload {up.name}"
     else:
         src = sources[kind]
@@ -50,17 +48,23 @@ with pick:
         image_id = st.selectbox(f"Image id ({len(ids)} {kind}s)", ids, key=f"recon_id_{kind}")
         image = src.images(src.positions_of([image_id]))[0]
         label = f"{kind} {image_id}"
-    mask_index = st.slider("Mask shown (one of the K scored)", 0, spec.num_masks - 1, 0, key="recon_mask",
-                           disabled=spec.num_masks == 1) if spec.num_masks > 1 else 0
+    mask_index = st.slider(f"Mask shown (of the K = {spec.num_masks} the score averages over)", 1,
+                           spec.num_masks, 1, key="recon_mask") - 1 if spec.num_masks > 1 else 0
 
 # --------------------------------------------------------------------------
 # Panels: target and shadow
 # --------------------------------------------------------------------------
 noise = mask_noise(spec.seed, [image_id], spec.num_masks, cfg.num_patches)[mask_index]
-images = torch.from_numpy(np.ascontiguousarray(image[None]))
+images = torch.from_numpy(np.array(image[None]))  # a writable copy
 with show:
-    st.markdown(f"**{label}**: mask {mask_index + 1} of {spec.num_masks} hides "
-                f"{int(round(spec.mask_ratio * cfg.num_patches))} of {cfg.num_patches} patches")
+    if kind != "upload":
+        first = src.ids[:16]
+        st.markdown(f"**Gallery**: the first {len(first)} of the {len(src)} {kind}s (pick one by id on the left)")
+        thumbs = src.images(np.arange(len(first)))
+        for row in range(0, len(first), 8):
+            for col, i in zip(st.columns(8), range(row, min(row + 8, len(first)))):
+                col.image(display_image(thumbs[i], 56), caption=f"{'▶ ' if first[i] == image_id else ''}{first[i]}",
+                          width="stretch")
 models = [("Target", exp.target)] + ([("Shadow", exp.shadow)] if exp.shadow is not None else [])
 recs = {}
 for name, loaded in models:
@@ -71,8 +75,8 @@ for name, loaded in models:
 zmax = max(float(r.patch_error.max()) for r in recs.values()) if recs else None
 for name, rec in recs.items():
     err = rec.patch_error[0][rec.mask[0] > 0.5].mean().item()
-    st.subheader(f"{name} model")
-    st.caption(f"{rec.num_masked} patches masked; mean error over them {err:.4g} "
+    st.subheader(f"{name} model: {label}, mask {mask_index + 1} of {spec.num_masks}")
+    st.caption(f"{rec.num_masked} of {cfg.num_patches} patches masked; mean error over them {err:.4g} "
                f"({'per-patch normalised' if rec.target_space == 'normalized_patches' else 'pixel'} target space)"
                + ("; the display borrows each original patch's mean and variance"
                   if rec.display_uses_original_patch_stats else ""))
@@ -111,8 +115,8 @@ for col, (a, r) in zip(cols, results.items()):
     s = scores[a]
     predicted = None if r.threshold is None else s >= r.threshold
     with col:
-        st.metric(f"{common.ATTACK_LABELS[a]}: score", f"{sign * s:.4g}",
-                  help=common.ATTACK_HELP[a])
+        st.metric(common.SCORE_NAMES[a].capitalize() + f" ({aggregate} over K = {spec.num_masks})",
+                  f"{sign * s:.4g}", help=common.ATTACK_HELP[a])
         st.markdown(f"At least as member-like as this image: **{fraction_at_or_above(r.member_scores, s):.0%}** of "
                     f"members, **{fraction_at_or_above(r.nonmember_scores, s):.0%}** of non-members."
                     + ("" if predicted is None else

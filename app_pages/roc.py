@@ -35,13 +35,14 @@ for a, r in results.items():
     m = r.metrics
     row = {"attack": common.ATTACK_LABELS[a], "AUC": round(m["auc"], 4)}
     for f, t in m["tpr_at"].items():
-        row[f"TPR @ {f:g} FPR"] = (f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
-                                   + ("" if t["measurable"] else " (not measurable)"))
-    row["accuracy at shadow threshold"] = (round(m["confusion"]["accuracy"], 4) if "confusion" in m else None)
+        row[f"TPR @ {f:.1%} FPR".replace(".0%", "%")] = (f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
+                                                         + ("" if t["measurable"] else " †"))
+    row["accuracy (shadow threshold)"] = (round(m["confusion"]["accuracy"], 4) if "confusion" in m else None)
     rows.append(row)
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-st.caption(f"{len(exp.members)} members, {n_non} non-members: the smallest measurable FPR is 1/{n_non} = "
-           f"{min_fpr:.4g}; a TPR at a lower FPR rests on zero false positives and is marked not measurable.")
+st.caption(f"TPR with its 95% Clopper-Pearson interval. {len(exp.members)} members, {n_non} non-members: the "
+           f"smallest measurable FPR is 1/{n_non} = {min_fpr:.4g}; † marks a TPR at a lower FPR, which rests on zero "
+           f"false positives and is not measurable with this many non-members.")
 curves = {a: roc(r.member_scores, r.nonmember_scores) for a, r in results.items()}
 
 
@@ -62,24 +63,27 @@ def operating_point():
     shadow = None
     if r.threshold is not None:
         s = points.at(r.threshold)
-        shadow = (s["fpr"], s["tpr"], f"shadow threshold {r.threshold:.4g}")
-        st.caption(f"The shadow-learned threshold is {r.threshold:.4g} ({r.threshold_rule}); the diamond marks it.")
-    cols = st.columns(5)
-    cols[0].metric("Accuracy", f"{c['accuracy']:.3f}")
-    cols[1].metric("Precision", f"{c['precision']:.3f}")
-    cols[2].metric("Recall (TPR)", f"{c['tpr']:.3f}")
-    cols[3].metric("FPR", f"{c['fpr']:.4f}")
-    cols[4].metric("Balanced accuracy", f"{c['balanced_accuracy']:.3f}")
-    left, mid, right = st.columns([2, 2, 1])
-    point = (c["fpr"], c["tpr"], f"threshold {threshold:.4g}")
-    shown = {common.ATTACK_LABELS[a]: cv for a, cv in curves.items()}
-    left.plotly_chart(charts.roc_figure(shown, False, n_non, point, shadow), width="stretch", key="roc_linear")
-    mid.plotly_chart(charts.roc_figure(shown, True, n_non, point, shadow), width="stretch", key="roc_loglog")
-    with right:
-        st.markdown("**Confusion matrix**")
+        shadow = (s["fpr"], s["tpr"], f"shadow-learned threshold on {focus} ({r.threshold:.4g})")
+        st.caption(f"The slider starts at the threshold learned on the shadow model, {r.threshold:.4g} "
+                   f"(rule: {r.threshold_rule}); on the curves the diamond marks it and the circle marks the slider.")
+    table, numbers = st.columns([2, 3])
+    with table:
+        st.markdown("**Confusion matrix** (rows: truth)")
         st.table(pd.DataFrame({"predicted member": [c["tp"], c["fp"]], "predicted non-member": [c["fn"], c["tn"]]},
                               index=["member", "non-member"]))
-        st.caption(f"Markers: the circle is this threshold on {common.ATTACK_LABELS[focus]}'s curve.")
-
+    with numbers:
+        cols = st.columns(3)
+        cols[0].metric("Accuracy", f"{c['accuracy']:.3f}")
+        cols[1].metric("Precision", f"{c['precision']:.3f}")
+        cols[2].metric("Balanced accuracy", f"{c['balanced_accuracy']:.3f}")
+        cols = st.columns(3)
+        cols[0].metric("Recall (TPR)", f"{c['tpr']:.3f}")
+        cols[1].metric("FPR", f"{c['fpr']:.4f}")
+        cols[2].metric("Predicted members", f"{c['tp'] + c['fp']}")
+    left, right = st.columns(2)
+    point = (c["fpr"], c["tpr"], f"this threshold on {focus} ({threshold:.4g})")
+    shown = {common.ATTACK_LABELS[a]: cv for a, cv in curves.items()}
+    left.plotly_chart(charts.roc_figure(shown, False, n_non, point, shadow), width="stretch", key="roc_linear")
+    right.plotly_chart(charts.roc_figure(shown, True, n_non, point, shadow), width="stretch", key="roc_loglog")
 
 operating_point()

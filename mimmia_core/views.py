@@ -3,8 +3,19 @@
 Plain numpy/torch, no streamlit: every number a page shows is computed here or
 in the rest of mimmia_core, so it can be tested without a browser.
 """
+import hashlib
+
 import numpy as np
 import torch
+
+
+def image_id(image: np.ndarray) -> int:
+    """A stable non-negative id for an image outside any data set (an upload), from its pixels.
+
+    Masks are a function of (seed, image id), so the same upload always gets the same masks.
+    """
+    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
+    return int.from_bytes(digest[:7], "little")
 
 
 def histogram(groups: dict, bins: int = 40, extra=()) -> tuple[np.ndarray, dict]:
@@ -27,22 +38,16 @@ def histogram(groups: dict, bins: int = 40, extra=()) -> tuple[np.ndarray, dict]
     return edges, {name: np.histogram(v, edges)[0] for name, v in finite.items()}
 
 
-def density(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts -> a density (area 1), so groups of different sizes compare on one axis."""
+def shares(counts: np.ndarray) -> np.ndarray:
+    """Counts -> each bin's share of the group, so groups of different sizes compare on one axis."""
     total = counts.sum()
-    return counts / (total * np.diff(edges)) if total else counts.astype(np.float64)
+    return counts / total if total else counts.astype(np.float64)
 
 
 def fraction_at_or_above(values, x: float) -> float:
     """Fraction of `values` that are >= x (how many of a group score at least as member-like)."""
     values = np.asarray(values, np.float64)
     return float((values >= x).mean()) if values.size else float("nan")
-
-
-def to_hwc(images) -> np.ndarray:
-    """(N, C, H, W) or (C, H, W) floats in [0, 1] (tensor or array) -> (N, H, W, C) / (H, W, C) float32."""
-    x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
-    return np.moveaxis(x, -3, -1).astype(np.float32)
 
 
 def upscale(image: np.ndarray, min_size: int = 168) -> np.ndarray:
@@ -142,5 +147,5 @@ def per_image_columns(results: dict) -> dict:
     return columns
 
 
-__all__ = ["histogram", "density", "fraction_at_or_above", "to_hwc", "upscale", "display_image",
+__all__ = ["image_id", "histogram", "shares", "fraction_at_or_above", "upscale", "display_image",
            "reconstruction_panels", "patch_grid", "slider_range", "snap", "top_n", "per_image_columns"]

@@ -1,0 +1,326 @@
+"""The dashboard, driven headless by streamlit's AppTest.
+
+Every page loads without an exception; the numbers shown match what
+mimmia_core computes for the same settings; sliders change them; bad uploads,
+paths and checkpoints give an st.error and never a traceback. Runs on a tiny
+bundle built in tmp (pointed to by MIMMIA_EXPERIMENT); the every-page test also
+runs on the bundled demo when assets/demo exists.
+"""
+import io
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from browser_driver import REPO, build_tiny_bundle
+from mimmia_core import views
+from mimmia_core.attacks import make_attack, run_attack, sweep
+from mimmia_core.data import ArraySource
+from mimmia_core.experiment import load_demo_experiment
+from mimmia_core.metrics import OperatingPoints
+from mimmia_core.scoring import Scorer, ScoreSpec
+
+K = 2
+TIMEOUT = 300  # seconds per script run: first visits score every model on a shared CPU
+PAGES = ["reconstruction", "distances", "roc", "mask_ratio", "exposed", "models"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.set_num_threads(1)
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny_bundle"), epochs=20)
+
+
+@pytest.fixture(scope="module")
+def core(bundle):
+    """The same experiment, loaded by the core directly: the expected numbers come from here."""
+    return load_demo_experiment(device="cpu", demo_dir=bundle), Scorer(device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def app_env(bundle, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(bundle))
+    monkeypatch.setenv("MIMMIA_CACHE", str(tmp_path_factory.getbasetemp() / "score_cache"))
+
+
+def start(**state) -> AppTest:
+    """The app on its Overview page, K masks per image, extra session state set before the first run."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["num_masks"] = K
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    return at.switch_page(f"app_pages/{page}.py").run()
+
+
+def assert_clean(at: AppTest, where: str):
+    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
+    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+
+
+def metric(at_or_block, label: str, nth: int = 0) -> str:
+    found = [m.value for m in at_or_block.metric if m.label == label]
+    assert len(found) > nth, f"no metric {label!r}; have {[m.label for m in at_or_block.metric]}"
+    return found[nth]
+
+
+def spec(ratio=0.75) -> ScoreSpec:
+    return ScoreSpec(mask_ratio=ratio, num_masks=K, seed=0, distance="masked_mse")
+
+
+def png(width: int, height: int, mode: str = "L", seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if mode == "L" else (height, width, 3)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------
+# Every page
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["tiny", "demo"])
+def test_every_page_loads(which, monkeypatch):
+    if which == "demo":
+        if not (REPO / "assets" / "demo" / "manifest.json").exists():
+            pytest.skip("assets/demo is not built")
+        monkeypatch.delenv("MIMMIA_EXPERIMENT")
+    at = start(num_masks=1, sweep_grid=[0.5, 0.75])
+    assert_clean(at, "overview")
+    assert at.title[0].value.startswith("Membership inference")
+    assert [m.label for m in at.get_by_key("headline_paper").metric][:2] == ["AUC", "TPR at 1% FPR"]
+    for page in PAGES:
+        goto(at, page)
+        assert_clean(at, page)
+        assert at.title, f"{page} shows no title"
+
+
+def test_overview_headline_matches_core(core):
+    exp, scorer = core
+    at = start()
+    for attack in ("paper", "calibrated"):
+        r = run_attack(attack, exp, spec(), scorer)
+        block = at.get_by_key(f"headline_{attack}")
+        assert metric(block, "AUC") == f"{r.metrics['auc']:.3f}"
+        assert metric(block, "TPR at 1% FPR") == f"{r.metrics['tpr_at'][0.01]['tpr']:.3f}"
+        assert metric(block, "Accuracy") == f"{r.metrics['confusion']['accuracy']:.3f}"
+
+
+# --------------------------------------------------------------------------
+# Sliders
+# --------------------------------------------------------------------------
+def test_mask_ratio_slider_changes_distances(core):
+    exp, scorer = core
+    at = goto(start(), "distances")
+    before = metric(at, "median, members")
+    at.slider(key="mask_ratio").set_value(0.5).run()
+    assert_clean(at, "distances at mask ratio 0.5")
+    after = metric(at, "median, members")
+    assert after != before
+    for ratio, shown in ((0.75, before), (0.5, after)):
+        r = run_attack("paper", exp, spec(ratio), scorer)
+        assert shown == f"{np.median(-r.member_scores):.4g}"  # distances: the paper's scores negated
+    r = run_attack("calibrated", exp, spec(0.5), scorer)
+    assert metric(at, "median, non-members", 1) == f"{np.median(r.nonmember_scores):.4g}"
+
+
+def test_threshold_slider_moves_the_operating_point(core):
+    exp, scorer = core
+    at = goto(start(), "roc")
+    r = run_attack("paper", exp, spec(), scorer)
+    points = OperatingPoints(r.member_scores, r.nonmember_scores)
+    slider = at.slider(key="roc_threshold_paper")
+    lo, hi, step = views.slider_range(r.member_scores, r.nonmember_scores, [r.threshold])
+    assert (slider.min, slider.max, slider.step) == pytest.approx((lo, hi, step))
+    assert slider.value == pytest.approx(views.snap(r.threshold, lo, hi, step))  # starts at the shadow's threshold
+    shown = []
+    for q in (0.2, 0.8):
+        t = views.snap(float(np.quantile(np.r_[r.member_scores, r.nonmember_scores], q)), lo, hi, step)
+        at.slider(key="roc_threshold_paper").set_value(t).run()
+        assert_clean(at, f"roc at threshold {t}")
+        c = points.at(t)
+        assert metric(at, "Accuracy") == f"{c['accuracy']:.3f}"
+        assert metric(at, "Precision") == f"{c['precision']:.3f}"
+        assert metric(at, "Recall (TPR)") == f"{c['tpr']:.3f}"
+        assert metric(at, "FPR") == f"{c['fpr']:.4f}"
+        table = at.table[0].value
+        assert table.loc["member", "predicted member"] == c["tp"]
+        assert table.loc["non-member", "predicted member"] == c["fp"]
+        shown.append(metric(at, "FPR"))
+    assert shown[0] != shown[1]
+
+
+def test_mask_ratio_page_sweep_matches_core(core):
+    exp, scorer = core
+    at = goto(start(sweep_grid=[0.5, 0.75]), "mask_ratio")
+    assert_clean(at, "mask ratio")
+    rows = sweep(exp, [0.5, 0.75], ["paper", "calibrated", "lira"], spec(), scorer)
+    auc = {(row["mask_ratio"], row["attack"]): row["auc"] for row in rows}
+    assert metric(at, "AUC at 0.75, paper") == f"{auc[(0.75, 'paper')]:.3f}"
+    at.select_slider(key="sweep_ratio").set_value(0.5).run()
+    assert_clean(at, "mask ratio, highlight 0.5")
+    assert metric(at, "AUC at 0.5, calibrated") == f"{auc[(0.5, 'calibrated')]:.3f}"
+    best = next(row for row in rows if row["attack"] == "paper" and row["best"])
+    assert f"at **{best['mask_ratio']:g}**" in " ".join(m.value for m in at.markdown if "Best ratio" in m.value)
+
+
+# --------------------------------------------------------------------------
+# Reconstruction and uploads
+# --------------------------------------------------------------------------
+def test_reconstruction_shows_the_image_score(core):
+    exp, scorer = core
+    at = goto(start(), "reconstruction")
+    image_id = int(exp.nonmembers.ids[3])
+    at.radio(key="recon_source").set_value("non-member").run()
+    at.selectbox(key="recon_id_non-member").set_value(image_id).run()
+    assert_clean(at, "reconstruction of a non-member")
+    assert len(at.image) >= 8  # four panels for the target, four for the shadow (plus the gallery)
+    r = run_attack("paper", exp, spec(), scorer)
+    distance = -r.nonmember_scores[list(r.nonmember_ids).index(image_id)]
+    assert metric(at, f"Reconstruction distance (mean over K = {K})") == f"{distance:.4g}"
+
+
+def test_uploads(core):
+    exp, scorer = core
+    at = goto(start(), "reconstruction")
+    at.radio(key="recon_source").set_value("upload").run()
+    assert not at.exception and at.info  # asks for a file
+
+    at.file_uploader(key="recon_upload").set_value(("junk.png", b"not an image at all", "image/png")).run()
+    assert not at.exception
+    assert "not an image" in at.error[0].value
+
+    at.file_uploader(key="recon_upload").set_value(("big.png", png(40, 30), "image/png")).run()
+    assert not at.exception
+    assert "40x30" in at.error[0].value and "28x28" in at.error[0].value
+
+    at.checkbox(key="recon_resize").check().run()
+    assert_clean(at, "resized upload")
+
+    data = png(28, 28, "RGB", seed=1)  # colour becomes grey for this model
+    at.checkbox(key="recon_resize").uncheck()
+    at.file_uploader(key="recon_upload").set_value(("ok.png", data, "image/png")).run()
+    assert_clean(at, "28x28 upload")
+    from mimmia_core.data import load_image_bytes
+    image = load_image_bytes(data, 28, 1)
+    source = ArraySource(image[None], ids=[views.image_id(image)], name="upload")
+    paper = make_attack("paper").signal(exp.target, source, [], spec(), scorer, "mean")[0]
+    calibrated = make_attack("calibrated").signal(exp.target, source, exp.references, spec(), scorer, "mean")[0]
+    assert metric(at, f"Reconstruction distance (mean over K = {K})") == f"{-paper:.4g}"
+    assert metric(at, f"Calibrated score (mean over K = {K})") == f"{calibrated:.4g}"
+
+
+# --------------------------------------------------------------------------
+# Choosing experiments and checkpoints
+# --------------------------------------------------------------------------
+def test_bad_experiment_paths_are_errors(bundle, tmp_path):
+    at = start()
+    at.radio(key="exp_kind").set_value("paths").run()
+    at.text_input(key="exp_target").input(str(tmp_path / "nowhere"))
+    at.text_input(key="exp_manifest").input(str(bundle / "manifest.json"))
+    at.button(key="exp_submit").click().run()
+    assert not at.exception
+    assert "no such file" in at.error[0].value
+
+    at.radio(key="exp_kind").set_value("dir").run()
+    at.text_input(key="exp_dir").input(str(tmp_path))
+    at.button(key="exp_submit").click().run()
+    assert not at.exception
+    assert "no demo bundle" in at.error[0].value
+    assert at.get_by_key("headline_paper")  # the experiment that was loaded stays loaded
+
+    (tmp_path / "exp.json").write_text("{not json")
+    at.radio(key="exp_kind").set_value("json").run()
+    at.text_input(key="exp_json").input(str(tmp_path / "exp.json"))
+    at.button(key="exp_submit").click().run()
+    assert not at.exception
+    assert "not a readable experiment JSON" in at.error[0].value
+
+
+def test_experiment_from_paths(bundle):
+    at = start()
+    at.radio(key="exp_kind").set_value("paths").run()
+    at.text_input(key="exp_target").input(str(bundle / "models" / "target"))
+    at.text_input(key="exp_shadow").input(str(bundle / "models" / "shadow"))
+    at.text_area(key="exp_references").input(str(bundle / "models" / "ref-0"))
+    at.text_input(key="exp_manifest").input(str(bundle / "manifest.json"))
+    at.text_input(key="exp_data").input(f"npz:{bundle / 'fashion_mnist_subset.npz'}")
+    at.button(key="exp_submit").click().run()
+    assert_clean(at, "experiment from paths")
+    assert dict(at.session_state["experiment_choice"])["kind"] == "paths"
+    goto(at, "roc")
+    assert_clean(at, "roc with one reference")
+    assert "lira" not in at.multiselect(key="roc_attacks").value  # LiRA needs two references
+
+
+def test_models_page(bundle, tmp_path):
+    at = goto(start(), "models")
+    assert_clean(at, "models")
+    assert metric(at, "Format") == "mimmia" and metric(at, "Decoder") == "present"
+
+    at.radio(key="models_source").set_value("path").run()
+    at.text_input(key="models_path").input(str(tmp_path / "missing.pth")).run()
+    assert not at.exception and "no such file" in at.error[0].value
+    (tmp_path / "broken.pth").write_bytes(b"\x00garbage" * 10)
+    at.text_input(key="models_path").input(str(tmp_path / "broken.pth")).run()
+    assert not at.exception and at.error
+    at.text_input(key="models_path").input(str(bundle / "models" / "ref-1")).run()
+    assert_clean(at, "models by path")
+    assert metric(at, "Target space") == "pixels"
+
+    at.radio(key="models_source").set_value("upload").run()
+    at.file_uploader(key="models_upload").set_value(("weights.pth", b"PK\x03\x04 not a checkpoint",
+                                                      "application/octet-stream")).run()
+    assert not at.exception and at.error
+
+
+# --------------------------------------------------------------------------
+# views.py
+# --------------------------------------------------------------------------
+def test_histogram_shares_and_range():
+    edges, counts = views.histogram({"a": [0.0, 1.0, 1.0, np.nan], "b": [2.0]}, bins=4, extra=[3.0])
+    assert edges[0] == 0.0 and edges[-1] == 3.0
+    assert counts["a"].tolist() == [1, 2, 0, 0] and counts["b"].tolist() == [0, 0, 1, 0]
+    assert views.shares(counts["a"]).tolist() == pytest.approx([1 / 3, 2 / 3, 0, 0])
+    with pytest.raises(ValueError, match="no finite"):
+        views.histogram({"a": [np.nan]})
+
+
+def test_display_helpers():
+    img = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1)
+    big = views.display_image(img, 100)
+    assert big.shape == (112, 112) and big.max() <= 1.0
+    assert big[3, 3] == big[0, 0] and big[0, 4] == pytest.approx(img[0, 1, 0] / 255)
+    grid = views.patch_grid(torch.arange(16.0), mask=torch.tensor([1.0] * 8 + [0.0] * 8))
+    assert grid.shape == (4, 4) and grid[1, 3] == 7.0 and np.isnan(grid[2, 0])
+    assert views.image_id(img) == views.image_id(img.copy()) != views.image_id(img[::-1])
+
+
+def test_slider_and_ranking_helpers():
+    lo, hi, step = views.slider_range([0.013, 0.2], [-0.05])
+    assert lo <= -0.05 and hi >= 0.2 and step == pytest.approx(1e-4)
+    assert views.snap(0.10004, lo, hi, step) == pytest.approx(0.1)
+    ids, scores = views.top_n([10, 11, 12], [0.1, 0.3, 0.2], 2)
+    assert ids.tolist() == [11, 12] and scores.tolist() == [0.3, 0.2]
+    assert views.fraction_at_or_above([1, 2, 3, 4], 3) == 0.5
+
+
+def test_per_image_columns(core):
+    exp, scorer = core
+    results = {a: run_attack(a, exp, spec(), scorer) for a in ("paper", "calibrated")}
+    cols = views.per_image_columns(results)
+    n_m, n_n = len(exp.members), len(exp.nonmembers)
+    assert cols["member"].tolist() == [1] * n_m + [0] * n_n
+    assert cols["id"].tolist() == exp.members.ids.tolist() + exp.nonmembers.ids.tolist()
+    assert cols["calibrated"][:n_m] == pytest.approx(results["calibrated"].member_scores)
+    best = int(np.argmax(cols["paper"]))
+    assert cols["paper_rank"][best] == 1 and sorted(cols["paper_rank"]) == list(range(1, n_m + n_n + 1))
+    other = replace(results["paper"], member_ids=results["paper"].member_ids[::-1])
+    with pytest.raises(ValueError, match="other images"):
+        views.per_image_columns({"paper": results["paper"], "x": other})
