@@ -5,8 +5,6 @@ import plotly.graph_objects as go
 
 from mimmia_core.views import histogram, shares
 
-from .common import MEMBER_COLOR, NONMEMBER_COLOR
-
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, x=0)
 PALETTE = ("#d81b60", "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#6d4c41")

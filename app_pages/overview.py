@@ -1,4 +1,6 @@
 """Overview: what the attack is, which experiment is loaded, the headline numbers, and where to pick another."""
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -49,7 +51,8 @@ else:
     exp, exp_key = loaded
     d = exp.describe()
     st.header(f"Experiment: {d['name']}")
-    st.caption(f"Loaded from {dict(choice).get('path') or exp.target.path}; device {exp.target.model.pos_embed.device}.")
+    home = dict(choice).get("path")
+    st.caption(f"Loaded from {home or exp.target.path}; models on {exp.target.model.pos_embed.device}.")
 
     spec, aggregate = common.current_spec(), common.current_aggregate()
     headline = [a for a in ("paper", "calibrated") if a in common.available_attacks(exp)]
@@ -89,14 +92,17 @@ else:
         if info is None:
             continue
         a, prov = info["architecture"], info.get("provenance") or {}
-        rows.append({"role": role, "path": info["path"], "format": info["source_format"],
+        path = Path(info["path"])
+        shown = path.relative_to(home) if home and path.is_relative_to(home) else path
+        rows.append({"role": role, "path": str(shown), "format": info["source_format"],
                      "input": f"{a['img_size']}px x {a['in_chans']}ch, patch {a['patch_size']}",
                      "encoder": f"{a['embed_dim']} wide, {a['depth']} deep",
                      "decoder": "yes" if info["has_decoder"] else "no (encoder-only)",
-                     "target space": info["target_space"],
                      "trained on": (prov.get("data") or {}).get("num_images"),
                      "epochs": prov.get("epochs")})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if home:
+        st.caption(f"Paths relative to {home}. Inspect any model on the **Models** page.")
     st.subheader("Data")
     data = pd.DataFrame([{"set": role.replace("_", " "), "images": v["size"], "source": v["name"],
                           "spec": v["spec"], "fingerprint": v["fingerprint"]} for role, v in d["data"].items()])
@@ -120,7 +126,8 @@ kind = st.radio("Experiment", list(kinds), index=list(kinds).index(now["kind"]),
 with st.form("experiment_form"):
     fields = {}
     if kind == "dir":
-        fields["path"] = st.text_input("Bundle folder", key="exp_dir", value=now["path"] if now["kind"] == "dir" else "",
+        fields["path"] = st.text_input("Bundle folder", key="exp_dir",
+                                       value=now["path"] if now["kind"] == "dir" else "",
                                        help="manifest.json, fashion_mnist_subset.npz and models/target, "
                                             "models/shadow, models/ref-0 ...")
     elif kind == "json":

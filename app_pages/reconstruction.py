@@ -117,10 +117,10 @@ for col, (a, r) in zip(cols, results.items()):
     with col:
         st.metric(common.SCORE_NAMES[a].capitalize() + f" ({aggregate} over K = {spec.num_masks})",
                   f"{sign * s:.4g}", help=common.ATTACK_HELP[a])
+        verdict = "" if predicted is None else \
+            f" At the shadow-learned threshold it is predicted a **{'member' if predicted else 'non-member'}**."
         st.markdown(f"At least as member-like as this image: **{fraction_at_or_above(r.member_scores, s):.0%}** of "
-                    f"members, **{fraction_at_or_above(r.nonmember_scores, s):.0%}** of non-members."
-                    + ("" if predicted is None else
-                       f" At the shadow-learned threshold it is predicted a **{'member' if predicted else 'non-member'}**."))
+                    f"members, **{fraction_at_or_above(r.nonmember_scores, s):.0%}** of non-members.{verdict}")
         lines = [] if r.threshold is None else [(sign * r.threshold, "shadow threshold", "#424242")]
         fig = charts.hist_figure({"members": (sign * r.member_scores, common.MEMBER_COLOR),
                                   "non-members": (sign * r.nonmember_scores, common.NONMEMBER_COLOR)},

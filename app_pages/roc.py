@@ -58,7 +58,7 @@ def operating_point():
     start = snap(r.threshold if r.threshold is not None else (lo + hi) / 2, lo, hi, step)
     threshold = st.slider("Threshold: predict member when score >= threshold", lo, hi, start, step,
                           key=f"roc_threshold_{focus}", format="%.4g",
-                          help="Starts at the threshold learned on the shadow model. Use the arrow keys for fine steps.")
+                          help="Starts at the threshold learned on the shadow model. Arrow keys move it one step.")
     c = points.at(threshold)
     shadow = None
     if r.threshold is not None:

@@ -139,7 +139,8 @@ def per_image_columns(results: dict) -> dict:
     columns = {"id": ids, "member": np.r_[np.ones(len(first.member_ids), np.int64),
                                           np.zeros(len(first.nonmember_ids), np.int64)]}
     for name, r in results.items():
-        if not (np.array_equal(r.member_ids, first.member_ids) and np.array_equal(r.nonmember_ids, first.nonmember_ids)):
+        same = np.array_equal(r.member_ids, first.member_ids) and np.array_equal(r.nonmember_ids, first.nonmember_ids)
+        if not same:
             raise ValueError(f"per_image_columns: attack {name} scored other images than {first.attack}")
         s = np.r_[r.member_scores, r.nonmember_scores]
         columns[name] = s
