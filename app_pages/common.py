@@ -294,22 +294,19 @@ def sweep_rows(exp, exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: s
 # Models opened on the Models page
 # --------------------------------------------------------------------------
 @st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=8)
-def _load_model_cached(path: str, stamp: str):
-    return load_model(path, "cpu")
+def _load_model_cached(path: str, stamp: str, hints: tuple):
+    return load_model(path, "cpu", config=dict(hints) or None)
 
 
-def load_model_by_path(path: str):
-    """A checkpoint, cached on (path, modification time, size) so a rewritten file is reloaded."""
+def load_model_by_path(path: str, hints: tuple = ()):
+    """A checkpoint, cached on (path, modification time, size, hints) so a rewritten file is reloaded.
+    hints: (name, value) pairs of MAEConfig fields for official .pth files (e.g. num_heads)."""
     p = Path(path).expanduser()
     try:
         st_ = p.stat()
     except OSError as e:
         raise FileNotFoundError(f"{p}: no such file or directory") from e
-    return _load_model_cached(str(p), f"{st_.st_mtime_ns}-{st_.st_size}")
-
-
-def spec_key(spec: ScoreSpec) -> str:
-    return "-".join(str(v) for v in astuple(spec))
+    return _load_model_cached(str(p), f"{st_.st_mtime_ns}-{st_.st_size}", tuple(hints))
 
 
 def score_axis(attack: str, spec: ScoreSpec) -> tuple[float, str]:

@@ -21,14 +21,25 @@ how = st.radio("Inspect", list(options), format_func=options.get, key="models_so
 
 
 @st.cache_resource(show_spinner="Loading the uploaded checkpoint…", max_entries=4)
-def _load_upload(digest: str, name: str, _data: bytes):
-    """Keyed on the upload's sha256, never on the bytes or the UploadedFile."""
+def _load_upload(digest: str, name: str, hints: tuple, _data: bytes):
+    """Keyed on the upload's sha256 (and the hints), never on the bytes or the UploadedFile."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(name).name
         path.write_bytes(_data)
-        loaded = load_model(str(path), "cpu")
+        loaded = load_model(str(path), "cpu", config=dict(hints) or None)
     loaded.path = name
     return loaded
+
+
+def architecture_hints() -> tuple:
+    """Head counts for official .pth files, which the weights do not always reveal."""
+    with st.expander("Architecture hints for official .pth files"):
+        st.caption("The weights give every width and depth, but not the number of attention heads when the width "
+                   "is not an official one. 0 infers it.")
+        c1, c2 = st.columns(2)
+        heads = c1.number_input("Encoder attention heads", 0, 64, 0, key="models_heads")
+        decoder_heads = c2.number_input("Decoder attention heads", 0, 64, 0, key="models_decoder_heads")
+    return tuple((k, int(v)) for k, v in (("num_heads", heads), ("decoder_num_heads", decoder_heads)) if v)
 
 
 loaded = None
@@ -42,14 +53,16 @@ try:
     elif how == "path":
         path = st.text_input("Checkpoint path (file or folder)", key="models_path",
                              placeholder="assets/demo/models/target or /data/mae_visualize_vit_large.pth")
+        hints = architecture_hints()
         if path.strip():
-            loaded = common.load_model_by_path(path.strip())
+            loaded = common.load_model_by_path(path.strip(), hints)
     else:
         up = st.file_uploader("Official MAE checkpoint (.pth, at most 20 MB here; use a path for larger files)",
                               type=["pth", "pt", "bin", "safetensors"], key="models_upload")
+        hints = architecture_hints()
         if up is not None:
             data = up.getvalue()
-            loaded = _load_upload(hashlib.sha256(data).hexdigest(), up.name, data)
+            loaded = _load_upload(hashlib.sha256(data).hexdigest(), up.name, hints, data)
 except Exception as e:  # noqa: BLE001 -- a bad checkpoint is a message, never a traceback
     st.error(f"Could not load this checkpoint: {common.error_text(e)}")
 

@@ -15,12 +15,13 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from browser_driver import REPO, build_tiny_bundle
+from browser_driver import REPO, TINY, build_tiny_bundle
 from mimmia_core import views
 from mimmia_core.attacks import make_attack, run_attack, sweep
-from mimmia_core.data import ArraySource
+from mimmia_core.data import ArraySource, load_image_bytes
 from mimmia_core.experiment import load_demo_experiment
 from mimmia_core.metrics import OperatingPoints
+from mimmia_core.model import build_model
 from mimmia_core.scoring import Scorer, ScoreSpec
 
 K = 2
@@ -207,7 +208,6 @@ def test_uploads(core):
     at.checkbox(key="recon_resize").uncheck()
     at.file_uploader(key="recon_upload").set_value(("ok.png", data, "image/png")).run()
     assert_clean(at, "28x28 upload")
-    from mimmia_core.data import load_image_bytes
     image = load_image_bytes(data, 28, 1)
     source = ArraySource(image[None], ids=[views.image_id(image)], name="upload")
     paper = make_attack("paper").signal(exp.target, source, [], spec(), scorer, "mean")[0]
@@ -278,6 +278,37 @@ def test_models_page(bundle, tmp_path):
     at.file_uploader(key="models_upload").set_value(("weights.pth", b"PK\x03\x04 not a checkpoint",
                                                       "application/octet-stream")).run()
     assert not at.exception and at.error
+
+
+def official_pth(config, encoder_only: bool = False) -> bytes:
+    """An official-MAE-style checkpoint file: {'model': state_dict}."""
+    state = build_model(config, seed=0).state_dict()
+    if encoder_only:
+        state = {k: v for k, v in state.items() if not k.startswith(("decoder", "mask_token"))}
+    buf = io.BytesIO()
+    torch.save({"model": state}, buf)
+    return buf.getvalue()
+
+
+def test_models_page_official_uploads():
+    at = goto(start(), "models")
+    at.radio(key="models_source").set_value("upload").run()
+    wide = replace(TINY, embed_dim=64, decoder_embed_dim=64)  # heads can be inferred from a multiple of 64
+    at.file_uploader(key="models_upload").set_value(("mae.pth", official_pth(wide), "application/octet-stream")).run()
+    assert_clean(at, "official upload")
+    assert metric(at, "Format") == "official_mae" and metric(at, "Decoder") == "present"
+
+    at.file_uploader(key="models_upload").set_value(("enc.pth", official_pth(wide, encoder_only=True),
+                                                     "application/octet-stream")).run()
+    assert_clean(at, "encoder-only upload")
+    assert metric(at, "Decoder") == "missing" and "Encoder-only" in at.warning[0].value
+
+    at.file_uploader(key="models_upload").set_value(("tiny.pth", official_pth(TINY), "application/octet-stream")).run()
+    assert not at.exception and "num_heads" in at.error[0].value  # width 32: the heads cannot be inferred
+    at.number_input(key="models_heads").set_value(TINY.num_heads)
+    at.number_input(key="models_decoder_heads").set_value(TINY.decoder_num_heads).run()
+    assert_clean(at, "official upload with head hints")
+    assert at.table[0].value.loc["num_heads", "value"] == str(TINY.num_heads)
 
 
 # --------------------------------------------------------------------------
