@@ -36,6 +36,7 @@ DISTANCES = ("masked_mse", "all_mse", "pixel_mse", "pixel_l1", "psnr")
 AGGREGATES = ("mean", "min", "median")
 PRECISIONS = ("auto", "fp32", "bf16")
 PSNR_MIN_MSE = 1e-10  # a perfect reconstruction scores 100 dB, not infinity
+CPU_ACTIVATION_BYTES = 16 << 20  # on CPU a forward is cut so its widest activation stays cache-sized
 CROP_SCALE = (0.2, 1.0)  # random resized crop as in MAE pre-training
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -130,6 +131,15 @@ def _on_device(model: MaskedAutoencoderViT, device) -> torch.device:
     return model.pos_embed.device
 
 
+def images_per_forward(model: MaskedAutoencoderViT, rows_per_image: int) -> int:
+    """Images per forward on CPU: the widest activation (an MLP's hidden layer over all
+    patches) of rows_per_image rows each stays within CPU_ACTIVATION_BYTES. Larger
+    forwards are slower there (caches; page faults on fresh allocations)."""
+    c = model.config
+    widest = (c.num_patches + 1) * max(c.embed_dim, c.decoder_embed_dim) * c.mlp_ratio * 4
+    return max(1, int(CPU_ACTIVATION_BYTES // (widest * rows_per_image)))
+
+
 def _precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -206,7 +216,7 @@ def _make_step(fn, static_batch: int, compile: bool, cuda_graphs: bool, device: 
 
 
 def _stream(model, source: ImageSource, batch_size: int, device, progress, precision: str, noise_fn, fn,
-            compile: bool = False, cuda_graphs: bool = False):
+            rows_per_image: int, compile: bool = False, cuda_graphs: bool = False):
     """Run fn(normalised images, noise) over the source's batches -> (ids, [per-batch numpy results])."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -214,6 +224,8 @@ def _stream(model, source: ImageSource, batch_size: int, device, progress, preci
         raise ValueError(f"{source.name} holds no images to score")
     device = _on_device(model, device)
     cuda = device.type == "cuda"
+    if device.type == "cpu":
+        batch_size = min(batch_size, images_per_forward(model, rows_per_image))
     step = _make_step(fn, min(batch_size, len(source)), compile, cuda_graphs, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=_precision(precision, device) == "bf16",
                               cache_enabled=not cuda_graphs)
@@ -250,7 +262,7 @@ def score_distances(model: MaskedAutoencoderViT, source: ImageSource, spec: Scor
         model, source, batch_size, device, progress, precision,
         noise_fn=lambda ids: mask_noise(spec.seed, ids, spec.num_masks, L),
         fn=lambda imgs, noise: batch_distances(model, imgs, noise, spec.mask_ratio, distances),
-        compile=compile, cuda_graphs=cuda_graphs)
+        rows_per_image=spec.num_masks, compile=compile, cuda_graphs=cuda_graphs)
     per_mask = np.concatenate(results, axis=2)  # (D, K, N)
     return ids, dict(zip(distances, per_mask))
 
@@ -261,7 +273,8 @@ def score_images(model: MaskedAutoencoderViT, source: ImageSource, spec: ScoreSp
     """Score every image of `source` under spec.num_masks seeded masks.
 
     model: an MAE with its decoder; device: run there (the model is moved), else
-    where the model is; progress: callable(done_images, total_images);
+    where the model is; batch_size: images per forward (on CPU at most
+    images_per_forward); progress: callable(done_images, total_images);
     precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16";
     compile / cuda_graphs: opt-in fast paths (torch.compile; CUDA graphs, CUDA
     only; both = compile with mode "reduce-overhead"), same scores within float
@@ -321,7 +334,7 @@ def embedding_similarity(model: MaskedAutoencoderViT, source: ImageSource, *, nu
         raise ValueError(f"num_views must be an integer of at least 2, got {num_views!r}")
     _, results = _stream(model, source, batch_size, device, progress, precision,
                          noise_fn=lambda ids: view_noise(seed, ids, num_views),
-                         fn=lambda imgs, noise: view_similarity(model, imgs, noise))
+                         fn=lambda imgs, noise: view_similarity(model, imgs, noise), rows_per_image=num_views)
     return np.concatenate(results, axis=1)[0]
 
 
@@ -416,4 +429,4 @@ class Scorer:
 
 
 __all__ = ["DISTANCES", "AGGREGATES", "SCORING_VERSION", "ScoreSpec", "Scores", "batch_distances", "score_distances",
-           "score_images", "view_noise", "augment_views", "view_similarity", "embedding_similarity", "Scorer"]
+           "score_images", "images_per_forward", "view_noise", "augment_views", "view_similarity", "embedding_similarity", "Scorer"]
