@@ -112,13 +112,18 @@ def hf_scores_batched(hf, imgs, noise):
 
 
 def random_batch(config: MAEConfig, n: int, seed: int = 0, device="cpu"):
-    """n normalised random images (N, C, H, W) and their uint8 originals (N, H, W, C)."""
+    """n random smooth images of varied contrast, normalised (N, C, H, W), and their uint8
+    originals (N, H, W, C): unlike pixel noise, their scores spread out."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, config.img_size, config.img_size, config.in_chans), dtype=torch.uint8,
-                           generator=g)
+    low = torch.rand(n, config.in_chans, config.grid_size, config.grid_size, generator=g) - 0.5
+    contrast = 0.05 + 0.95 * torch.rand(n, 1, 1, 1, generator=g)
+    smooth = torch.nn.functional.interpolate(low, size=config.img_size, mode="bilinear", align_corners=False)
+    pixels = 0.5 + contrast * smooth + 0.02 * torch.randn(n, config.in_chans, config.img_size, config.img_size,
+                                                          generator=g)
+    images = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
     mean = torch.tensor(config.mean).view(1, -1, 1, 1)
     std = torch.tensor(config.std).view(1, -1, 1, 1)
-    return ((images.permute(0, 3, 1, 2).float() / 255 - mean) / std).to(device), images
+    return ((images.float() / 255 - mean) / std).to(device), images.permute(0, 2, 3, 1).contiguous()
 
 
 def check_close(name: str, a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
@@ -138,10 +143,10 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fns: dict, repeats: int, device="cpu") -> dict:
-    """Median seconds per call of each fn, timed round-robin (one warm-up call each) so that
-    load from other processes hits every variant alike."""
-    for fn in fns.values():
+def median_seconds(fns: dict, repeats: int, device="cpu", warmup: bool = True) -> dict:
+    """Median seconds per call of each fn, timed round-robin (after a warm-up call each) so
+    that load from other processes hits every variant alike."""
+    for fn in fns.values() if warmup else ():
         fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
