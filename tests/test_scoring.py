@@ -75,6 +75,19 @@ def test_scores_do_not_depend_on_batch_size_or_order():
     np.testing.assert_allclose(back.per_mask[:, ::-1], runs[0], rtol=1e-5, atol=1e-7)
 
 
+def test_cpu_forward_cap_keeps_scores(monkeypatch):
+    from mimmia_core import scoring
+    model, source = tiny_model(), tiny_source(5)
+    spec = ScoreSpec(num_masks=3, distance="pixel_l1")
+    whole = score_images(model, source, spec, batch_size=5).per_mask
+    monkeypatch.setattr(scoring, "CPU_ACTIVATION_BYTES", 1)
+    assert scoring.images_per_forward(model, 3) == 1
+    seen = []
+    capped = score_images(model, source, spec, batch_size=5, progress=lambda d, t: seen.append(d)).per_mask
+    assert seen == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(capped, whole, rtol=1e-5, atol=1e-7)
+
+
 def test_masks_vary_with_seed_and_mask_index():
     model, source = tiny_model(), tiny_source(4)
     a = score_images(model, source, ScoreSpec(num_masks=3, seed=0)).per_mask
@@ -127,6 +140,8 @@ def test_bad_inputs():
         score_images(model, ArraySource(np.zeros((2, 8, 8, 1), np.uint8)), ScoreSpec())
     with pytest.raises(ValueError, match="precision"):
         score_images(model, tiny_source(2), ScoreSpec(), precision="fp8")
+    with pytest.raises(ValueError, match="unknown distances"):
+        score_distances(model, tiny_source(2), ScoreSpec(), ("masked_mse", "ssim"))
     with pytest.raises(ValueError, match="num_views"):
         embedding_similarity(model, tiny_source(2), num_views=1)
 
