@@ -11,12 +11,11 @@ images in, mask noise and normalisation included; on CPU it cuts forwards to
 cache-sized chunks), and `batch_distances` as one forward over all K*N rows; and,
 as an opt-in that is not bit-identical, `score_images` with bf16 autocast on CPU.
 
-Memory: scores 10x more images in a child process each and compares peak RSS
-(streaming means the peak must not grow with the number of images).
+Memory: scores N and 10N images (bench/score_memory.py, a fresh process each) and
+compares peak RSS (streaming means the peak must not grow with the number of images).
 """
 import argparse
 import json
-import resource
 import subprocess
 import sys
 
@@ -25,8 +24,8 @@ import torch
 
 from bench.common import (SHAPES, build_pair, check_close, hf_scores_batched, hf_scores_per_mask, median_seconds,
                           ours_scores, random_batch, report)
-from mimmia_core.data import ArraySource, ImageSource
-from mimmia_core.model import build_model, mask_noise
+from mimmia_core.data import ArraySource
+from mimmia_core.model import mask_noise
 from mimmia_core.scoring import ScoreSpec, score_images
 
 MASK_RATIO = 0.75
@@ -61,44 +60,24 @@ def bench_shape(shape: str, images: int, masks: int, repeats: int):
            baseline="hf per mask", extra={"shape": shape, "images": images, "masks": masks})
 
 
-class SyntheticSource(ImageSource):
-    """n images made from their ids on demand: the source itself holds nothing."""
-
-    def __init__(self, n: int, shape: tuple):
-        self.ids, self.shape, self.name = np.arange(n, dtype=np.int64), shape, f"synthetic-{n}"
-
-    def images(self, positions) -> np.ndarray:
-        ids = self.ids[np.asarray(positions)]
-        pixels = np.arange(int(np.prod(self.shape)), dtype=np.int64)
-        return ((ids[:, None] * 2654435761 + pixels * 40503) % 251).astype(np.uint8).reshape(-1, *self.shape)
-
-
-def memory_child(n: int, masks: int):
-    """Score n synthetic images with the demo shape; print peak RSS before and after, in MiB."""
-    torch.set_num_threads(1)
-    model = build_model(SHAPES["mae_tiny_28"]).eval()
-    c = model.config
-    source = SyntheticSource(n, (c.img_size, c.img_size, c.in_chans))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    scores = score_images(model, source, ScoreSpec(num_masks=masks))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"images": n, "peak_rss_mib": after, "rss_before_mib": before,
-                      "mean_score": float(scores.per_mask.mean())}))
-
-
 def bench_memory(small: int, masks: int):
-    peaks = {}
+    """Peak RSS scoring `small` and 10x as many images, each in a fresh process."""
+    runs = {}
     for n in (small, 10 * small):
-        out = subprocess.run([sys.executable, "-m", "bench.bench_cpu", "--memory-child", str(n), "--masks", str(masks)],
-                             check=True, capture_output=True, text=True).stdout
-        peaks[n] = json.loads(out.strip().splitlines()[-1])
-    ratio = peaks[10 * small]["peak_rss_mib"] / peaks[small]["peak_rss_mib"]
-    print(f"\n## Peak memory, mae_tiny_28, K={masks}\n\n| images | peak RSS MiB | RSS before scoring MiB |\n"
-          f"| ---: | ---: | ---: |")
-    for n, p in peaks.items():
-        print(f"| {n:,} | {p['peak_rss_mib']:.0f} | {p['rss_before_mib']:.0f} |")
-    print(f"ratio {ratio:.3f} (target <= 1.5): {'ok' if ratio <= 1.5 else 'TOO HIGH'}")
-    print(json.dumps({"bench": "cpu peak memory", "masks": masks, "peaks": peaks, "ratio": round(ratio, 3)}))
+        out = subprocess.run([sys.executable, "-m", "bench.score_memory", str(n), str(masks)], check=True,
+                             capture_output=True, text=True).stdout
+        runs[n] = json.loads(out.strip().splitlines()[-1])
+    big, base = runs[10 * small], runs[small]
+    ratio = big["peak_rss_mib"] / base["peak_rss_mib"]
+    growth = (big["peak_rss_mib"] - big["rss_before_mib"]) / max(base["peak_rss_mib"] - base["rss_before_mib"], 1e-9)
+    print(f"\n## Peak memory scoring, mae_tiny_28, K={masks}, 1 thread\n\n"
+          f"| images | peak RSS MiB | before scoring MiB |\n| ---: | ---: | ---: |")
+    for n, r in runs.items():
+        print(f"| {n:,} | {r['peak_rss_mib']:.0f} | {r['rss_before_mib']:.0f} |")
+    print(f"peak ratio {ratio:.3f} (target <= 1.5: {'ok' if ratio <= 1.5 else 'TOO HIGH'}); "
+          f"growth during scoring ratio {growth:.2f}")
+    print(json.dumps({"bench": "cpu peak memory", "masks": masks, "runs": runs, "peak_ratio": round(ratio, 3),
+                      "growth_ratio": round(growth, 3)}))
 
 
 def main(argv=None):
@@ -107,17 +86,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shapes", default="mae_tiny_28,vit_b16_224")
     p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--masks", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--memory-images", type=int, default=6000, help="compared with 10x as many")
+    p.add_argument("--memory-masks", type=int, default=8)
     args = p.parse_args(argv)
-    if args.memory_child:
-        return memory_child(args.memory_child, args.masks)
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
     for shape in args.shapes.split(","):
         bench_shape(shape, **sizes[shape])
     if not args.no_memory:
-        bench_memory(*((500, 2) if args.quick else (6000, 8)))
+        bench_memory(*((500, 2) if args.quick else (args.memory_images, args.memory_masks)))
 
 
 if __name__ == "__main__":
