@@ -374,9 +374,8 @@ class Scorer:
                 ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
                                            device=self.device, progress=self.progress, precision=self.precision,
                                            compile=self.compile, cuda_graphs=self.cuda_graphs)
-                for d in DISTANCES:
-                    self._store(keys[d], {"ids": ids, "per_mask": per[d]})
-                arrays = self._lookup(keys[spec.distance])
+                stored = {d: self._store(keys[d], {"ids": ids, "per_mask": per[d]}) for d in DISTANCES}
+                arrays = stored[spec.distance]
         return Scores(arrays["ids"], arrays["per_mask"], spec)
 
     def similarity(self, loaded: LoadedModel, source: ImageSource, num_views: int = 8, seed: int = 0) -> np.ndarray:
@@ -387,13 +386,12 @@ class Scorer:
             if arrays is None:
                 sim = embedding_similarity(model, source, num_views=num_views, seed=seed, batch_size=self.batch_size,
                                            device=self.device, progress=self.progress, precision=self.precision)
-                self._store(key, {"ids": source.ids, "similarity": sim})
-                arrays = self._lookup(key)
+                arrays = self._store(key, {"ids": source.ids, "similarity": sim})
         return arrays["similarity"]
 
     def fingerprint(self, model: torch.nn.Module) -> str:
-        """weights_fingerprint, memoised until a parameter or buffer is modified in place."""
-        versions = tuple(t._version for t in model.state_dict().values())
+        """weights_fingerprint, memoised until a parameter or buffer is modified in place or moved."""
+        versions = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
         with self._lock:
             known = self._fingerprints.get(model)
             if known is None or known[0] != versions:
@@ -414,19 +412,21 @@ class Scorer:
             self._remember(key, arrays)
         return arrays
 
-    def _store(self, key: str, arrays: dict):
+    def _store(self, key: str, arrays: dict) -> dict:
         if self.cache is not None:
             self.cache.put(key, arrays)
-        self._remember(key, arrays)
+        return self._remember(key, arrays)
 
-    def _remember(self, key: str, arrays: dict):
+    def _remember(self, key: str, arrays: dict) -> dict:
         arrays = {name: np.array(a) for name, a in arrays.items()}  # own copies, shared read-only
         for a in arrays.values():
             a.flags.writeable = False
         self._memo[key] = arrays
         while len(self._memo) > self.memo_size:
             self._memo.popitem(last=False)
+        return arrays
 
 
-__all__ = ["DISTANCES", "AGGREGATES", "SCORING_VERSION", "ScoreSpec", "Scores", "batch_distances", "score_distances",
-           "score_images", "images_per_forward", "view_noise", "augment_views", "view_similarity", "embedding_similarity", "Scorer"]
+__all__ = ["DISTANCES", "AGGREGATES", "SCORING_VERSION", "ScoreSpec", "Scores", "batch_distances",
+           "score_distances", "score_images", "images_per_forward", "view_noise", "augment_views",
+           "view_similarity", "embedding_similarity", "Scorer"]

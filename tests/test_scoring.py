@@ -205,6 +205,14 @@ def test_scorer_memo_disk_cache_and_all_distances(tmp_path):
     assert len(calls) > n_calls
 
 
+def test_scorer_with_a_tiny_memo_and_no_disk_cache():
+    model, source = tiny_model(), tiny_source(3)
+    scorer = Scorer(memo_size=1)
+    for d in ("psnr", "masked_mse", "psnr"):
+        got = scorer.scores(loaded(model), source, ScoreSpec(num_masks=2, distance=d))
+        np.testing.assert_allclose(got.per_mask, score_images(model, source, got.spec).per_mask, rtol=1e-6)
+
+
 def test_scorer_notices_weights_changed_in_place(tmp_path):
     model, source = tiny_model(), tiny_source(3)
     scorer = Scorer(cache=ScoreCache(tmp_path))
@@ -213,6 +221,10 @@ def test_scorer_notices_weights_changed_in_place(tmp_path):
         model.decoder_pred.bias.add_(0.5)
     after = scorer.scores(loaded(model), source, ScoreSpec(num_masks=1)).per_mask
     assert not np.allclose(before, after)
+    model.load_state_dict(tiny_model(seed=1).state_dict())
+    reloaded = scorer.scores(loaded(model), source, ScoreSpec(num_masks=1)).per_mask
+    np.testing.assert_allclose(reloaded, score_images(tiny_model(seed=1), source, ScoreSpec(num_masks=1)).per_mask,
+                               rtol=1e-6)
 
 
 def test_scorer_refuses_encoder_only_and_caches_similarity(tmp_path):
