@@ -184,7 +184,7 @@ def _cuda_graphed(fn):
                     fn(*inputs)
             torch.cuda.current_stream(imgs.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # the prefetch thread pins memory
                 out = fn(*inputs)
             state.update(graph=graph, inputs=inputs, out=out)
         for buf, x in zip(state["inputs"], (imgs, noise)):
