@@ -28,6 +28,8 @@ def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40
                     hovertemplate="%{x:.4g}: %{customdata} images (%{y:.1%})<extra>" + name + "</extra>")
     top = max(shares(c).max() for c in counts.values()) * 1.08
     for x, label, color in lines:  # as traces, so they are named in the legend
+        if not np.isfinite(x):
+            continue
         fig.add_scatter(x=[x, x], y=[0, top], mode="lines", line=dict(color=color, width=2, dash="dash"),
                         name=f"{label} ({x:.4g})", hoverinfo="name")
     for x, label, color in markers:

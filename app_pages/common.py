@@ -268,6 +268,24 @@ def available_attacks(exp) -> list:
     return out
 
 
+def _sweep_key(exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: str) -> tuple:
+    return "sweep", exp_key, tuple(ratios), tuple(attacks), astuple(replace(spec, mask_ratio=0.5)), aggregate
+
+
+def sweep_done(exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: str) -> bool:
+    """Whether this sweep is already in memory (then showing it costs nothing)."""
+    store, lock = _memo()
+    with lock:
+        return _sweep_key(exp_key, ratios, attacks, spec, aggregate) in store
+
+
+def sweep_image_masks(exp, n_ratios: int, spec: ScoreSpec) -> int:
+    """Roughly how many image-masks a sweep scores: target, shadow and every reference on their candidates."""
+    shadow = sum(len(s) for s in (exp.shadow_members, exp.shadow_nonmembers) if s is not None)
+    per_ratio = (1 + len(exp.references)) * (len(exp.members) + len(exp.nonmembers) + shadow)
+    return n_ratios * spec.num_masks * per_ratio
+
+
 def sweep_rows(exp, exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: str) -> list:
     """attacks.sweep over the mask ratios, memoised; one progress bar for the whole grid."""
     def compute():
@@ -286,8 +304,7 @@ def sweep_rows(exp, exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: s
         finally:
             _progress.callback = None
             slot.empty()
-    return _memoised(("sweep", exp_key, tuple(ratios), tuple(attacks), astuple(replace(spec, mask_ratio=0.5)),
-                      aggregate), compute)
+    return _memoised(_sweep_key(exp_key, ratios, attacks, spec, aggregate), compute)
 
 
 # --------------------------------------------------------------------------

@@ -43,9 +43,12 @@ for col, (a, r) in zip(cols, results.items()):
                                       "shadow non-members": (sign * r.shadow_nonmember_scores, "#43a047")},
                                      axis, lines=lines, title="shadow model (where the threshold is learned)")
             st.plotly_chart(fig, width="stretch", key=f"dist_shadow_hist_{a}")
-        if r.threshold is not None:
+        if r.threshold is not None and np.isfinite(r.threshold):
             side = "left" if sign < 0 else "right"
             st.caption(f"Images {side} of the dashed line ({sign * r.threshold:.4g}) are predicted members; "
                        f"accuracy on the target {r.metrics['confusion']['accuracy']:.3f}.")
+        elif r.threshold is not None:
+            st.caption("On the shadow model no threshold beat calling every image a non-member, so the learned "
+                       "rule predicts no member at all: the shadow shows no usable signal at these settings.")
 if len(results) == 1 and "paper" in results:
     st.info("Calibrated scores need reference models; this experiment has none.")

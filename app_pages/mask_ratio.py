@@ -23,6 +23,16 @@ attacks = [a for a in common.available_attacks(exp) if ATTACKS[a].uses_mask_rati
 if len(ratios) < 2:
     st.info("Pick at least two mask ratios.")
     st.stop()
+on_gpu = exp.target.model.pos_embed.device.type == "cuda"
+if not common.sweep_done(exp_key, ratios, attacks, spec, aggregate):
+    work = common.sweep_image_masks(exp, len(ratios), spec)
+    run = st.toggle("Compute the sweep", value=on_gpu, key="sweep_run",
+                    help="Stays on: new settings are then swept as soon as they change.")
+    if not run:
+        st.info(f"The sweep scores every model at {len(ratios)} mask ratios: about {work:,} image-masks (K = "
+                f"{spec.num_masks}). That takes seconds on a GPU and can take minutes on a CPU; scores already on "
+                "disk (from an earlier visit or `mimmia sweep`) are reused, so each ratio is computed once.")
+        st.stop()
 try:
     rows = common.sweep_rows(exp, exp_key, ratios, attacks, spec, aggregate)
 except Exception as e:  # noqa: BLE001 -- a sweep the experiment cannot run becomes a message

@@ -115,7 +115,9 @@ def slider_range(*score_arrays, steps: int = 500) -> tuple[float, float, float]:
 
 
 def snap(value: float, lo: float, hi: float, step: float) -> float:
-    """value clipped to [lo, hi] and rounded to the slider's grid (so the slider accepts it)."""
+    """value clipped to [lo, hi] and rounded to the slider's grid (so the slider accepts it).
+    An infinite threshold (predict no member / every image) goes to the end of the range."""
+    value = min(max(float(value), lo), hi)
     return float(np.clip(lo + round((value - lo) / step) * step, lo, hi))
 
 
