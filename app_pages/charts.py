@@ -72,7 +72,8 @@ def roc_figure(curves: dict, log: bool, n_nonmembers: int, point=None, shadow_po
     return fig
 
 
-def sweep_figure(rows: list, metric: str, label: str, current: float | None = None, height: int = 360) -> go.Figure:
+def sweep_figure(rows: list, metric: str, label: str, current: float | None = None, names: dict | None = None,
+                 height: int = 360) -> go.Figure:
     """One line per attack of `metric` against mask ratio (rows of attacks.sweep); each attack's best
     ratio (the sweep's `best`) starred, `current` marked. Lines are nudged apart so intervals stay visible."""
     fig = go.Figure()
@@ -84,7 +85,7 @@ def sweep_figure(rows: list, metric: str, label: str, current: float | None = No
         lo, hi = f"{metric}_lo", f"{metric}_hi"
         error = dict(type="data", symmetric=False, array=[r[hi] - r[metric] for r in mine],
                      arrayminus=[r[metric] - r[lo] for r in mine], thickness=1) if lo in mine[0] else None
-        fig.add_scatter(x=x, y=[r[metric] for r in mine], mode="lines+markers", name=attack,
+        fig.add_scatter(x=x, y=[r[metric] for r in mine], mode="lines+markers", name=(names or {}).get(attack, attack),
                         line=dict(color=color), error_y=error)
         best = [(xi, r) for xi, r in zip(x, mine) if r["best"]]
         fig.add_scatter(x=[xi for xi, _ in best], y=[r[metric] for _, r in best], mode="markers", showlegend=False,

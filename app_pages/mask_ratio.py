@@ -14,9 +14,11 @@ exp, exp_key = common.experiment()
 spec, aggregate = common.current_spec(), common.current_aggregate()
 
 st.title("Mask ratio at attack time")
-st.caption("The paper finds the attack works best near the mask ratio the target was trained with. Each point "
+trained_at = (exp.target.provenance or {}).get("mask_ratio")
+st.caption("Li et al. study how the fraction of patches hidden at attack time changes the attack's power. Each point "
            "scores every model at that ratio (K, seed and distance from the sidebar); results are cached on disk, "
-           "so only the first visit computes.")
+           "so only the first visit computes."
+           + (f" The target was trained with mask ratio {trained_at:g}." if trained_at is not None else ""))
 ratios = sorted(st.multiselect("Mask ratios to compare", CHOICES, default=GRID, key="sweep_grid",
                                format_func=lambda r: f"{r:g}"))
 attacks = [a for a in common.available_attacks(exp) if ATTACKS[a].uses_mask_ratio]
@@ -42,9 +44,9 @@ except Exception as e:  # noqa: BLE001 -- a sweep the experiment cannot run beco
 current = st.select_slider("Highlight mask ratio", ratios, value=min(ratios, key=lambda r: abs(r - spec.mask_ratio)),
                            key="sweep_ratio", format_func=lambda r: f"{r:g}")
 left, right = st.columns(2)
-left.plotly_chart(charts.sweep_figure(rows, "auc", "AUC", current), width="stretch", key="sweep_auc")
-right.plotly_chart(charts.sweep_figure(rows, "tpr@0.01", "TPR at 1% FPR (95% interval)", current),
-                   width="stretch", key="sweep_tpr")
+for col, metric, label in ((left, "auc", "AUC"), (right, "tpr@0.01", "TPR at 1% FPR (95% interval)")):
+    col.plotly_chart(charts.sweep_figure(rows, metric, label, current, common.ATTACK_LABELS), width="stretch",
+                     key=f"sweep_{metric}")
 best = [r for r in rows if r["best"]]
 st.markdown("**Best ratio** (highest AUC, star): " + "; ".join(
     f"{common.ATTACK_LABELS[r['attack']]} at **{r['mask_ratio']:g}** (AUC {r['auc']:.3f})" for r in best))
