@@ -1,4 +1,5 @@
 """ROC and threshold: every attack side by side, and a live operating point."""
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -64,8 +65,12 @@ def operating_point():
     if r.threshold is not None:
         s = points.at(r.threshold)
         shadow = (s["fpr"], s["tpr"], f"shadow-learned threshold on {focus} ({r.threshold:.4g})")
-        st.caption(f"The slider starts at the threshold learned on the shadow model, {r.threshold:.4g} "
-                   f"(rule: {r.threshold_rule}); on the curves the diamond marks it and the circle marks the slider.")
+        if np.isfinite(r.threshold):
+            st.caption(f"The slider starts at the threshold learned on the shadow model, {r.threshold:.4g} "
+                       f"(rule: {r.threshold_rule}); on the curves the diamond marks it and the circle the slider.")
+        else:
+            st.caption("On the shadow model no threshold beat predicting 'non-member' for every image, so the learned "
+                       "threshold is infinite (the diamond sits at the origin): the shadow shows no usable signal.")
     table, numbers = st.columns([2, 3])
     with table:
         st.markdown("**Confusion matrix** (rows: truth)")
@@ -80,6 +85,11 @@ def operating_point():
         cols[0].metric("Recall (TPR)", f"{c['tpr']:.3f}")
         cols[1].metric("FPR", f"{c['fpr']:.4f}")
         cols[2].metric("Predicted members", f"{c['tp'] + c['fp']}")
+    n_m = len(r.member_scores)
+    if n_m != n_non:
+        st.caption(f"With {n_m} members and {n_non} non-members, calling every image "
+                   f"{'a non-member' if n_non > n_m else 'a member'} already scores accuracy "
+                   f"{max(n_m, n_non) / (n_m + n_non):.3f}: read balanced accuracy and the TPR at low FPR instead.")
     left, right = st.columns(2)
     point = (c["fpr"], c["tpr"], f"this threshold on {focus} ({threshold:.4g})")
     shown = {common.ATTACK_LABELS[a]: cv for a, cv in curves.items()}
