@@ -85,8 +85,8 @@ def _experiment_json(path: Path) -> dict:
         if not sep and not Path(value).is_absolute():
             return str(path.parent / value)
         return value
-    out = {k: ([resolve(v) for v in vs] if k == "references" else resolve(vs)) for k, vs in args.items()}
-    return out
+    return {k: v if k == "name" else [resolve(x) for x in v] if k == "references" else resolve(v)
+            for k, v in args.items()}
 
 
 def _load(choice: dict):

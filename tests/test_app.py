@@ -7,6 +7,7 @@ bundle built in tmp (pointed to by MIMMIA_EXPERIMENT); the every-page test also
 runs on the bundled demo when assets/demo exists.
 """
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -260,6 +261,21 @@ def test_experiment_from_paths(bundle):
     goto(at, "roc")
     assert_clean(at, "roc with one reference")
     assert "lira" not in at.multiselect(key="roc_attacks").value  # LiRA needs two references
+
+
+def test_experiment_json_from_the_environment(bundle, monkeypatch, core):
+    """MIMMIA_EXPERIMENT may name a JSON file of load_experiment arguments, paths relative to it."""
+    (bundle / "experiment.json").write_text(json.dumps({
+        "name": "from-json", "target": "models/target", "shadow": "models/shadow",
+        "references": ["models/ref-0", "models/ref-1"], "manifest": "manifest.json",
+        "data": "npz:fashion_mnist_subset.npz"}))
+    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(bundle / "experiment.json"))
+    at = start()
+    assert_clean(at, "experiment from JSON")
+    assert at.header[0].value == "Experiment: from-json"
+    exp, scorer = core
+    auc = run_attack("calibrated", exp, spec(), scorer).metrics["auc"]
+    assert metric(at.get_by_key("headline_calibrated"), "AUC") == f"{auc:.3f}"
 
 
 def test_models_page(bundle, tmp_path):
