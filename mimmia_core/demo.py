@@ -30,13 +30,14 @@ class DemoRecipe:
     n_members: int = 128
     n_nonmembers: int = 512
     n_references: int = 4
-    epochs: int = 800
+    epochs: int = 450
     batch_size: int = 32
     lr: float = 2e-3
-    warmup_epochs: float = 40
+    warmup_epochs: float = 22
     weight_decay: float = 0.0
     mask_ratio: float = 0.75
     seed: int = 0
+    save_epochs: tuple = ()  # also keep these epochs' models, under epochs/<name>/ (an epochs ablation)
 
 
 def demo_models(demo_dir=DEMO_DIR) -> dict:
@@ -84,20 +85,28 @@ def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnis
 
 def _train_role(out_dir: Path, recipe: DemoRecipe, name: str, role: str, index: int, device, progress: bool):
     done = out_dir / "models" / name / "mimmia.json"
-    if done.exists() and json.loads(done.read_text())["provenance"].get("recipe") == asdict(recipe):
+    if done.exists() and json.loads(done.read_text())["provenance"].get("recipe") == _jsonable(recipe):
         return
     demo = load_npz(out_dir / DEMO_DATA.name, name="demo-fashion-mnist")
     members = demo.subset(SplitManifest.load(out_dir / "manifest.json").ids(role), name=f"demo/{role}")
     cfg = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
                       warmup_epochs=recipe.warmup_epochs, weight_decay=recipe.weight_decay,
-                      mask_ratio=recipe.mask_ratio, seed=recipe.seed + index)
+                      mask_ratio=recipe.mask_ratio, seed=recipe.seed + index, save_epochs=recipe.save_epochs)
     model = build_model(get_config(recipe.preset, patch_size=recipe.patch_size), seed=recipe.seed + index)
     work = out_dir / "models" / f".{name}.training"
     train_mae(model, members, cfg, out_dir=work, resume=True, progress=progress, device=device,
-              provenance={"manifest": "manifest.json", "role": role, "recipe": asdict(recipe)})
+              provenance={"manifest": "manifest.json", "role": role, "recipe": _jsonable(recipe)})
     trained = load_own_checkpoint(work)
     save_checkpoint(trained.model, out_dir / "models" / name, trained.provenance, dtype=torch.float16)
+    for epoch_dir in sorted((work / "epochs").glob("epoch-*")):
+        snapshot = load_own_checkpoint(epoch_dir)
+        save_checkpoint(snapshot.model, out_dir / "epochs" / name / epoch_dir.name, snapshot.provenance,
+                        dtype=torch.float16)
     shutil.rmtree(work)
+
+
+def _jsonable(recipe: DemoRecipe) -> dict:
+    return json.loads(json.dumps(asdict(recipe)))
 
 
 def _npz_bytes(**arrays) -> bytes:
