@@ -100,7 +100,7 @@ def sweep_figure(rows: list, metric: str, label: str, current: float | None = No
 
 def heatmap_figure(grid: np.ndarray, title: str, zmax: float | None = None, height: int = 260) -> go.Figure:
     """A patch grid (g, g); NaN cells (visible patches) stay blank."""
-    fig = go.Figure(go.Heatmap(z=grid, colorscale="Magma", zmin=0, zmax=zmax, hoverongaps=False,
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Viridis", zmin=0, zmax=zmax, hoverongaps=False,
                                colorbar=dict(thickness=10),
                                hovertemplate="patch row %{y}, col %{x}: %{z:.4g}<extra></extra>"))
     fig.update_layout(height=height, title=title, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages import charts, common
 from mimmia_core.metrics import OperatingPoints, roc, smallest_measurable_fpr
-from mimmia_core.views import slider_range, snap
+from mimmia_core.views import slider_range, slider_start
 
 exp, exp_key = common.experiment()
 spec, aggregate = common.current_spec(), common.current_aggregate()
@@ -56,7 +56,7 @@ def operating_point():
     points = OperatingPoints(r.member_scores, r.nonmember_scores)
     lo, hi, step = slider_range(r.member_scores, r.nonmember_scores, *( [[r.threshold]] if r.threshold is not None
                                                                        else []))
-    start = snap(r.threshold if r.threshold is not None else (lo + hi) / 2, lo, hi, step)
+    start = slider_start(r.threshold, lo, hi)
     threshold = st.slider("Threshold: predict member when score >= threshold", lo, hi, start, step,
                           key=f"roc_threshold_{focus}", format="%.4g",
                           help="Starts at the threshold learned on the shadow model. Arrow keys move it one step.")

@@ -114,11 +114,12 @@ def slider_range(*score_arrays, steps: int = 500) -> tuple[float, float, float]:
     return float(np.floor(lo / step) * step), float(np.ceil(hi / step) * step), float(step)
 
 
-def snap(value: float, lo: float, hi: float, step: float) -> float:
-    """value clipped to [lo, hi] and rounded to the slider's grid (so the slider accepts it).
-    An infinite threshold (predict no member / every image) goes to the end of the range."""
-    value = min(max(float(value), lo), hi)
-    return float(np.clip(lo + round((value - lo) / step) * step, lo, hi))
+def slider_start(value, lo: float, hi: float) -> float:
+    """A threshold as a slider's first value: clipped to [lo, hi] (an infinite threshold, "predict no
+    member", goes to the end), the middle when there is none."""
+    if value is None or np.isnan(value):
+        return (lo + hi) / 2
+    return min(max(float(value), lo), hi)
 
 
 def top_n(ids, scores, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,4 +152,4 @@ def per_image_columns(results: dict) -> dict:
 
 
 __all__ = ["image_id", "histogram", "shares", "fraction_at_or_above", "upscale", "display_image",
-           "reconstruction_panels", "patch_grid", "slider_range", "snap", "top_n", "per_image_columns"]
+           "reconstruction_panels", "patch_grid", "slider_range", "slider_start", "top_n", "per_image_columns"]

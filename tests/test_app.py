@@ -140,10 +140,12 @@ def test_threshold_slider_moves_the_operating_point(core):
     slider = at.slider(key="roc_threshold_paper")
     lo, hi, step = views.slider_range(r.member_scores, r.nonmember_scores, [r.threshold])
     assert (slider.min, slider.max, slider.step) == pytest.approx((lo, hi, step))
-    assert slider.value == pytest.approx(views.snap(r.threshold, lo, hi, step))  # starts at the shadow's threshold
+    assert slider.value == pytest.approx(r.threshold)  # starts at the shadow's threshold
+    c = points.at(r.threshold)
+    assert metric(at, "Accuracy") == f"{c['accuracy']:.3f}" == f"{r.metrics['confusion']['accuracy']:.3f}"
     shown = []
     for q in (0.2, 0.8):
-        t = views.snap(float(np.quantile(np.r_[r.member_scores, r.nonmember_scores], q)), lo, hi, step)
+        t = lo + round((np.quantile(np.r_[r.member_scores, r.nonmember_scores], q) - lo) / step) * step
         at.slider(key="roc_threshold_paper").set_value(t).run()
         assert_clean(at, f"roc at threshold {t}")
         c = points.at(t)
@@ -355,7 +357,8 @@ def test_display_helpers():
 def test_slider_and_ranking_helpers():
     lo, hi, step = views.slider_range([0.013, 0.2], [-0.05])
     assert lo <= -0.05 and hi >= 0.2 and step == pytest.approx(1e-4)
-    assert views.snap(0.10004, lo, hi, step) == pytest.approx(0.1)
+    assert views.slider_start(0.10004, lo, hi) == 0.10004 and views.slider_start(np.inf, lo, hi) == hi
+    assert views.slider_start(None, 0.0, 1.0) == 0.5
     ids, scores = views.top_n([10, 11, 12], [0.1, 0.3, 0.2], 2)
     assert ids.tolist() == [11, 12] and scores.tolist() == [0.3, 0.2]
     assert views.fraction_at_or_above([1, 2, 3, 4], 3) == 0.5
