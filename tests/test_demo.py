@@ -1,0 +1,74 @@
+"""The bundled demo: complete, small, consistent, and leaking as the README says."""
+import re
+from pathlib import Path
+
+import pytest
+
+from mimmia_core.attacks import run_attack
+from mimmia_core.checkpoint import load_model
+from mimmia_core.data import load_demo
+from mimmia_core.demo import DEMO_DIR, demo_models, load_demo_manifest
+from mimmia_core.experiment import load_demo_experiment
+from mimmia_core.scoring import Scorer, ScoreSpec
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_bundle_is_complete_and_small():
+    for name in ("fashion_mnist_subset.npz", "manifest.json", "LICENSE-fashion-mnist.txt", "recipe.json"):
+        assert (DEMO_DIR / name).is_file(), name
+    assets = DEMO_DIR.parent
+    total = sum(f.stat().st_size for f in assets.rglob("*") if f.is_file())
+    assert total < 25 * 2**20, f"assets/ holds {total / 2**20:.1f} MB"
+
+
+def test_manifest_matches_the_bundled_data():
+    manifest, data = load_demo_manifest(), load_demo()
+    manifest.check_source(data)
+    assert len(manifest.target_members) >= 100 and len(manifest.target_nonmembers) >= 100
+    assert len(manifest.reference_members) >= 4
+    assert data.images([0]).dtype.name == "uint8" and data.image_shape == (28, 28, 1)
+
+
+def test_models_load_with_decoders_and_provenance():
+    models = demo_models()
+    assert {"target", "shadow"} <= set(models) and sum(n.startswith("ref-") for n in models) >= 4
+    manifest = load_demo_manifest()
+    for name, path in models.items():
+        loaded = load_model(path)
+        assert loaded.has_decoder and loaded.source_format == "mimmia"
+        role = loaded.provenance["role"]
+        assert role == {"target": "target_members", "shadow": "shadow_members"}.get(name, f"reference_{name[4:]}")
+        assert loaded.provenance["data"]["num_images"] == len(manifest.ids(role))
+
+
+def _readme_results() -> dict:
+    """The demo results table between the README's demo-results markers."""
+    text = README.read_text()
+    table = text[text.index("<!-- demo-results -->"):text.index("<!-- /demo-results -->")]
+    rows = {}
+    for m in re.finditer(r"^\|\s*`(\w+)`\s*\|\s*([0-9.]+)\s*\|\s*([0-9.]+)\s*\|\s*([0-9.]+)", table, re.M):
+        rows[m.group(1)] = dict(auc=float(m.group(2)), tpr10=float(m.group(3)), tpr1=float(m.group(4)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def demo_results():
+    exp = load_demo_experiment(device="cpu")
+    scorer = Scorer(device="cpu", cache=None)
+    spec = ScoreSpec(mask_ratio=0.75, num_masks=8, seed=0)
+    return {name: run_attack(name, exp, spec, scorer) for name in ("paper", "calibrated")}
+
+
+def test_attack_reproduces_the_readme(demo_results):
+    stated = _readme_results()
+    assert {"paper", "calibrated"} <= set(stated), "README lacks the demo results table"
+    for name, result in demo_results.items():
+        assert result.metrics["auc"] == pytest.approx(stated[name]["auc"], abs=0.002), name
+        assert result.metrics["tpr_at"][0.01]["tpr"] == pytest.approx(stated[name]["tpr1"], abs=0.002), name
+
+
+def test_demo_leaks_visibly(demo_results):
+    paper, calibrated = demo_results["paper"].metrics, demo_results["calibrated"].metrics
+    assert paper["auc"] >= 0.75
+    assert calibrated["tpr_at"][0.01]["tpr"] >= 3 * paper["tpr_at"][0.01]["tpr"]
