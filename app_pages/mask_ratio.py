@@ -6,8 +6,8 @@ import streamlit as st
 
 from app_pages import charts, common
 from mimmia_core.attacks import ATTACKS
+from mimmia_core.demo import SWEEP_RATIOS
 
-GRID = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
 CHOICES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 exp, exp_key = common.experiment()
@@ -19,14 +19,14 @@ st.caption("Li et al. study how the fraction of patches hidden at attack time ch
            "scores every model at that ratio (K, seed and distance from the sidebar); results are cached on disk, "
            "so only the first visit computes."
            + (f" The target was trained with mask ratio {trained_at:g}." if trained_at is not None else ""))
-ratios = sorted(st.multiselect("Mask ratios to compare", CHOICES, default=GRID, key="sweep_grid",
+ratios = sorted(st.multiselect("Mask ratios to compare", CHOICES, default=SWEEP_RATIOS, key="sweep_grid",
                                format_func=lambda r: f"{r:g}"))
 attacks = [a for a in common.available_attacks(exp) if ATTACKS[a].uses_mask_ratio]
 if len(ratios) < 2:
     st.info("Pick at least two mask ratios.")
     st.stop()
 on_gpu = exp.target.model.pos_embed.device.type == "cuda"
-if not common.sweep_done(exp_key, ratios, attacks, spec, aggregate):
+if not common.sweep_done(exp, exp_key, ratios, attacks, spec, aggregate):
     work = common.sweep_image_masks(exp, len(ratios), spec)
     run = st.toggle("Compute the sweep", value=on_gpu, key="sweep_run",
                     help="Stays on: new settings are then swept as soon as they change.")

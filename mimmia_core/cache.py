@@ -17,15 +17,24 @@ import numpy as np
 from .io import atomic_write_bytes
 
 
+BUNDLED_CACHE = Path(__file__).resolve().parent.parent / "assets" / "demo" / "cache"
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MIMMIA_CACHE") or Path.home() / ".cache" / "mimmia")
 
 
 class ScoreCache:
-    """Arrays by key under `root` (default: $MIMMIA_CACHE or ~/.cache/mimmia)."""
+    """Arrays by key under `root` (default: $MIMMIA_CACHE or ~/.cache/mimmia).
 
-    def __init__(self, root=None):
+    `read_only_roots` are searched after `root` and never written: by default the
+    demo bundle's precomputed scores, which only ever match the demo's own
+    models and data since keys are fingerprints.
+    """
+
+    def __init__(self, root=None, read_only_roots=(BUNDLED_CACHE,)):
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.read_only_roots = tuple(Path(r) for r in read_only_roots)
 
     @staticmethod
     def key(**parts) -> str:
@@ -43,11 +52,18 @@ class ScoreCache:
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         """The arrays stored under key, or None if absent or unreadable."""
-        try:
-            with np.load(self.path(key), allow_pickle=False) as z:
-                return {name: z[name] for name in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            return None
+        name = self.path(key).name
+        for root in (self.root, *self.read_only_roots):
+            try:
+                with np.load(root / name, allow_pickle=False) as z:
+                    return {n: z[n] for n in z.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                continue
+        return None
+
+    def __contains__(self, key: str) -> bool:
+        name = self.path(key).name
+        return any((root / name).is_file() for root in (self.root, *self.read_only_roots))
 
     def put(self, key: str, arrays: dict) -> Path:
         buf = io.BytesIO()
@@ -55,4 +71,4 @@ class ScoreCache:
         return atomic_write_bytes(self.path(key), buf.getvalue())
 
 
-__all__ = ["ScoreCache", "default_cache_dir"]
+__all__ = ["ScoreCache", "default_cache_dir", "BUNDLED_CACHE"]

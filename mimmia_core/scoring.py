@@ -351,7 +351,8 @@ class Scorer:
     """
 
     def __init__(self, device=None, cache: ScoreCache | None = None, batch_size: int = 256, progress=None,
-                 precision: str = "auto", compile: bool = False, cuda_graphs: bool = False, memo_size: int = 256):
+                 precision: str = "auto", compile: bool = False, cuda_graphs: bool = False, memo_size: int = 256,
+                 store_distances=DISTANCES):
         self.device = None if device is None else torch.device(device)
         self.cache = cache
         self.batch_size = batch_size
@@ -360,6 +361,7 @@ class Scorer:
         self.compile = compile
         self.cuda_graphs = cuda_graphs
         self.memo_size = memo_size
+        self.store_distances = tuple(store_distances)  # which distances go to the disk cache
         self._memo = OrderedDict()
         self._fingerprints = WeakKeyDictionary()
         self._lock = threading.RLock()
@@ -374,7 +376,8 @@ class Scorer:
                 ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
                                            device=self.device, progress=self.progress, precision=self.precision,
                                            compile=self.compile, cuda_graphs=self.cuda_graphs)
-                stored = {d: self._store(keys[d], {"ids": ids, "per_mask": per[d]}) for d in DISTANCES}
+                stored = {d: self._store(keys[d], {"ids": ids, "per_mask": per[d]}, d in self.store_distances)
+                          for d in DISTANCES}
                 arrays = stored[spec.distance]
         return Scores(arrays["ids"], arrays["per_mask"], spec)
 
@@ -386,7 +389,7 @@ class Scorer:
             if arrays is None:
                 sim = embedding_similarity(model, source, num_views=num_views, seed=seed, batch_size=self.batch_size,
                                            device=self.device, progress=self.progress, precision=self.precision)
-                arrays = self._store(key, {"ids": source.ids, "similarity": sim})
+                arrays = self._store(key, {"ids": source.ids, "similarity": sim}, True)
         return arrays["similarity"]
 
     def fingerprint(self, model: torch.nn.Module) -> str:
@@ -412,8 +415,14 @@ class Scorer:
             self._remember(key, arrays)
         return arrays
 
-    def _store(self, key: str, arrays: dict) -> dict:
-        if self.cache is not None:
+    def is_cached(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec) -> bool:
+        """Whether scores(loaded, source, spec) would be served without scoring."""
+        key = self._key(loaded.model, source, kind="scores", spec=asdict(spec))
+        with self._lock:
+            return key in self._memo or (self.cache is not None and key in self.cache)
+
+    def _store(self, key: str, arrays: dict, persist: bool) -> dict:
+        if persist and self.cache is not None:
             self.cache.put(key, arrays)
         return self._remember(key, arrays)
 

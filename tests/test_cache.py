@@ -60,3 +60,15 @@ def test_corrupt_entry_is_a_miss(tmp_path):
     assert cache.get(key) is None
     with pytest.raises(ValueError, match="not a cache key"):
         cache.path("../etc/passwd")
+
+
+def test_read_only_roots_are_searched_but_never_written(tmp_path):
+    bundled, own = ScoreCache(tmp_path / "bundled", read_only_roots=()), tmp_path / "own"
+    key = ScoreCache.key(model="m", source="s")
+    bundled.put(key, {"a": np.arange(3.0)})
+    cache = ScoreCache(own, read_only_roots=(tmp_path / "bundled",))
+    assert key in cache and np.array_equal(cache.get(key)["a"], np.arange(3.0))
+    other = ScoreCache.key(model="m", source="t")
+    assert other not in cache and cache.get(other) is None
+    cache.put(other, {"a": np.ones(2)})
+    assert (own / f"{other}.npz").is_file() and not (tmp_path / "bundled" / f"{other}.npz").exists()

@@ -2,12 +2,14 @@
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mimmia_core.attacks import run_attack
+from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import load_model
 from mimmia_core.data import load_demo
-from mimmia_core.demo import DEMO_DIR, demo_models, load_demo_manifest
+from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, demo_models, load_demo_manifest
 from mimmia_core.experiment import load_demo_experiment
 from mimmia_core.scoring import Scorer, ScoreSpec
 
@@ -15,8 +17,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_bundle_is_complete_and_small():
-    for name in ("fashion_mnist_subset.npz", "manifest.json", "LICENSE-fashion-mnist.txt", "recipe.json"):
-        assert (DEMO_DIR / name).is_file(), name
+    for name in ("fashion_mnist_subset.npz", "manifest.json", "LICENSE-fashion-mnist.txt", "recipe.json", "cache"):
+        assert (DEMO_DIR / name).exists(), name
     assets = DEMO_DIR.parent
     total = sum(f.stat().st_size for f in assets.rglob("*") if f.is_file())
     assert total < 25 * 2**20, f"assets/ holds {total / 2**20:.1f} MB"
@@ -72,3 +74,18 @@ def test_demo_leaks_visibly(demo_results):
     paper, calibrated = demo_results["paper"].metrics, demo_results["calibrated"].metrics
     assert paper["auc"] >= 0.75
     assert calibrated["tpr_at"][0.01]["tpr"] >= 3 * paper["tpr_at"][0.01]["tpr"]
+
+
+def test_bundled_scores_match_fresh_ones(demo_results, tmp_path):
+    exp = load_demo_experiment(device="cpu")
+    scorer = Scorer(device="cpu", cache=ScoreCache(tmp_path))  # empty own cache; the bundle's is read-only
+    for ratio in SWEEP_RATIOS:
+        spec = ScoreSpec(mask_ratio=ratio, num_masks=8, seed=0)
+        for model, sources in ((exp.target, "target"), (exp.shadow, "shadow"),
+                               *((ref, "target shadow") for ref in exp.references)):
+            for role, source in exp.sources().items():
+                if role.split("_")[0] in sources:
+                    assert scorer.is_cached(model, source, spec), (ratio, model.path, role)
+    bundled = run_attack("paper", exp, ScoreSpec(mask_ratio=0.75, num_masks=8, seed=0), scorer)
+    np.testing.assert_allclose(bundled.member_scores, demo_results["paper"].member_scores, rtol=1e-6)
+    assert not any(tmp_path.iterdir()), "a bundled hit must not be copied into the user's cache"
