@@ -53,11 +53,12 @@ def demo_models(demo_dir=DEMO_DIR) -> dict:
 
 
 def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnist_root=None, device=None,
-               jobs: int = 1, progress: bool = True) -> Path:
+               jobs: int = 1, progress: bool = True, precompute_ratios=SWEEP_RATIOS) -> Path:
     """Draw the subset and split, then train target, shadow and reference MAEs on it.
 
     Training resumes where an interrupted build stopped. With jobs > 1 the
-    models train in parallel processes, one CPU thread each.
+    models train in parallel processes, one CPU thread each. Last, the scores
+    the dashboard opens on are precomputed at `precompute_ratios`.
     """
     out_dir = Path(out_dir)
     (out_dir / "models").mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnis
                                  initargs=(1,)) as pool:
             list(pool.map(_train_role, *zip(*jobs_args)))
     atomic_write_text(out_dir / "recipe.json", json.dumps(asdict(recipe), indent=1))
-    precompute_scores(out_dir)
+    precompute_scores(out_dir, precompute_ratios)
     return out_dir
 
 

@@ -8,8 +8,8 @@ import pytest
 from mimmia_core.attacks import run_attack
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import load_model
-from mimmia_core.data import load_demo
-from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, demo_models, load_demo_manifest
+from mimmia_core.data import load_demo, load_fashion_mnist
+from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, DemoRecipe, build_demo, demo_models, load_demo_manifest
 from mimmia_core.experiment import load_demo_experiment
 from mimmia_core.scoring import Scorer, ScoreSpec
 
@@ -89,3 +89,19 @@ def test_bundled_scores_match_fresh_ones(demo_results, tmp_path):
     bundled = run_attack("paper", exp, ScoreSpec(mask_ratio=0.75, num_masks=8, seed=0), scorer)
     np.testing.assert_allclose(bundled.member_scores, demo_results["paper"].member_scores, rtol=1e-6)
     assert not any(tmp_path.iterdir()), "a bundled hit must not be copied into the user's cache"
+
+
+def test_build_demo_rebuilds_a_bundle(tmp_path):
+    """The rebuild command's code path, on a tiny recipe (the real one trains for an hour on 2 cores)."""
+    try:
+        load_fashion_mnist()
+    except FileNotFoundError as e:
+        pytest.skip(f"the rebuild needs the Fashion-MNIST files: {e}")
+    recipe = DemoRecipe(n_members=8, n_nonmembers=8, n_references=2, epochs=2, batch_size=8, warmup_epochs=1)
+    out = build_demo(tmp_path / "demo", recipe, device="cpu", progress=False, precompute_ratios=(0.75,))
+    exp = load_demo_experiment(device="cpu", demo_dir=out)
+    assert len(exp.members) == 8 and len(exp.nonmembers) == 8 and len(exp.references) == 2
+    assert exp.target.provenance["epochs"] == 2 and exp.target.provenance["recipe"]["n_members"] == 8
+    scorer = Scorer(device="cpu", cache=ScoreCache(tmp_path / "own", read_only_roots=(out / "cache",)))
+    assert scorer.is_cached(exp.target, exp.members, ScoreSpec(mask_ratio=0.75, num_masks=8, seed=0))
+    assert len(load_demo().ids) > 0  # the real bundle is untouched
