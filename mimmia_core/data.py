@@ -122,6 +122,8 @@ def _decode(fp, what: str) -> Image.Image:
     try:
         img = Image.open(fp)
         img.load()
+    except Image.UnidentifiedImageError as e:
+        raise ValueError(f"{what} is not an image: its bytes are in no format PIL reads (PNG, JPEG, ...)") from e
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as e:
         raise ValueError(f"{what} is not an image that PIL can read ({e})") from e
     return img
