@@ -14,7 +14,7 @@ from mimmia_core import data
 from mimmia_core.data import (ArraySource, ImageFolderSource, Subset, load_fashion_mnist, load_image_bytes, load_npz,
                               load_torchvision, open_source, source_spec, to_model_size)
 
-FASHION = data.FASHION_MNIST_DIRS[0]
+FASHION = next((d for d in data.FASHION_MNIST_DIRS if d.exists()), data.FASHION_MNIST_DIRS[0])
 
 
 def write_idx(path, array, gz=False):
