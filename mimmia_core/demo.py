@@ -17,14 +17,13 @@ from .attacks import run_attack
 from .cache import ScoreCache
 from .checkpoint import load_own_checkpoint, save_checkpoint
 from .data import DEMO_DATA, FASHION_MNIST_DIRS, load_fashion_mnist, load_npz
-from .experiment import load_demo_experiment
+from .experiment import DEMO_DIR, load_demo_experiment
 from .io import atomic_write_bytes, atomic_write_text
 from .manifest import SplitManifest, make_split
 from .model import build_model, get_config
 from .scoring import Scorer, ScoreSpec
 from .train import TrainConfig, train_mae
 
-DEMO_DIR = DEMO_DATA.parent
 SWEEP_RATIOS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)  # the mask ratios the dashboard opens on
 
 
@@ -43,13 +42,6 @@ class DemoRecipe:
     mask_ratio: float = 0.75
     seed: int = 0
     save_epochs: tuple = ()  # also keep these epochs' models, under epochs/<name>/ (an epochs ablation)
-
-
-def demo_models(demo_dir=DEMO_DIR) -> dict:
-    """Role -> checkpoint directory, for target, shadow and ref-<i>."""
-    models = Path(demo_dir) / "models"
-    refs = sorted(models.glob("ref-*"), key=lambda p: int(p.name.split("-")[1]))
-    return {"target": models / "target", "shadow": models / "shadow", **{p.name: p for p in refs}}
 
 
 def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnist_root=None, device=None,

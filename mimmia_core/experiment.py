@@ -105,17 +105,24 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
                       sets["shadow_nonmembers"], manifest, notes)
 
 
+def demo_models(demo_dir=DEMO_DIR) -> dict:
+    """Role -> checkpoint directory of a bundle laid out like assets/demo: target, shadow (if any), ref-<i>."""
+    models = Path(demo_dir) / "models"
+    refs = sorted(models.glob("ref-*"), key=lambda p: int(p.name.split("-")[1]))
+    shadow = {"shadow": models / "shadow"} if (models / "shadow").exists() else {}
+    return {"target": models / "target", **shadow, **{p.name: p for p in refs}}
+
+
 def load_demo_experiment(device=None, demo_dir=DEMO_DIR) -> Experiment:
     """The bundled demo: target, shadow and ref-* MAEs on a Fashion-MNIST subset (assets/demo)."""
     demo_dir = Path(demo_dir)
-    models = demo_dir / "models"
-    if not (demo_dir / "manifest.json").exists() or not (models / "target").exists():
+    models = demo_models(demo_dir)
+    if not (demo_dir / "manifest.json").exists() or not models["target"].exists():
         raise FileNotFoundError(f"no demo bundle in {demo_dir}; build it with `mimmia build-demo --out {demo_dir}`")
-    refs = sorted(models.glob("ref-*"), key=lambda p: int(p.name.split("-")[1]))
-    shadow = models / "shadow" if (models / "shadow").exists() else None
+    refs = [path for name, path in models.items() if name.startswith("ref-")]
     data = load_demo() if demo_dir == DEMO_DIR else load_npz(demo_dir / DEMO_DATA.name, name="demo-fashion-mnist")
-    return load_experiment(models / "target", shadow, refs, manifest=demo_dir / "manifest.json", data=data,
-                           device=device, name="demo")
+    return load_experiment(models["target"], models.get("shadow"), refs, manifest=demo_dir / "manifest.json",
+                           data=data, device=device, name="demo")
 
 
-__all__ = ["Experiment", "load_experiment", "load_demo_experiment", "DEMO_DIR"]
+__all__ = ["Experiment", "load_experiment", "load_demo_experiment", "demo_models", "DEMO_DIR"]

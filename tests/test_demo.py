@@ -9,8 +9,8 @@ from mimmia_core.attacks import run_attack
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import load_model
 from mimmia_core.data import load_demo, load_fashion_mnist
-from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, DemoRecipe, build_demo, demo_models, load_demo_manifest
-from mimmia_core.experiment import load_demo_experiment
+from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, DemoRecipe, build_demo, load_demo_manifest
+from mimmia_core.experiment import demo_models, load_demo_experiment
 from mimmia_core.scoring import Scorer, ScoreSpec
 
 README = Path(__file__).resolve().parent.parent / "README.md"
