@@ -20,6 +20,7 @@ from .data import ImageSource
 from .model import MaskedAutoencoderViT, check_mask_ratio
 
 STATE_FILE = "train_state.pt"
+PROGRESS_EVERY = 10  # steps between progress-bar loss readings
 # what a resumed run must share with the run it continues (epochs, save_epochs and keep_state may change)
 RECIPE_FIELDS = ("batch_size", "lr", "blr", "min_lr", "warmup_epochs", "weight_decay", "betas", "mask_ratio",
                  "clip_grad", "seed")
@@ -134,8 +135,6 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
             noise = torch.rand(len(pos), L, generator=noise_gen)
             with autocast:
                 loss, _, _ = net(imgs, cfg.mask_ratio, noise)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step}; lower the lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad:
@@ -143,12 +142,15 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
             optimizer.step()
             epoch_loss += loss.detach()
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}",
-                            img_s=f"{(step + 1) * total_batch / (time.perf_counter() - t0):.0f}", refresh=False)
+            if step % PROGRESS_EVERY == 0:  # reading the loss waits for the device: not every step
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}",
+                                img_s=f"{(step + 1) * total_batch / (time.perf_counter() - t0):.0f}", refresh=False)
         if world > 1:
             dist.all_reduce(epoch_loss)
             epoch_loss /= world
         losses.append(epoch_loss.item() / steps_per_epoch)
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the lr")
 
         if out_dir and rank == 0:
             if epoch + 1 in cfg.save_epochs:
