@@ -124,6 +124,14 @@ def save_checkpoint(model: MaskedAutoencoderViT, path, provenance: dict | None =
     return path
 
 
+def read_safetensors(path) -> dict:
+    """Tensors by name from a .safetensors file; an unreadable file is a CheckpointError."""
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
 def load_own_checkpoint(path, device="cpu") -> LoadedModel:
     path = Path(path)
     try:
@@ -131,10 +139,7 @@ def load_own_checkpoint(path, device="cpu") -> LoadedModel:
         config = MAEConfig.from_dict(meta["config"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path / META_FILE}: not a readable mimmia config ({e})") from e
-    try:
-        state = load_file(str(path / WEIGHTS_FILE))
-    except (OSError, SafetensorError) as e:
-        raise CheckpointError(f"{path / WEIGHTS_FILE}: not a readable safetensors file ({e})") from e
+    state = read_safetensors(path / WEIGHTS_FILE)
     model = MaskedAutoencoderViT(config)
     state = {k: v.float() for k, v in state.items()}
     missing = load_state_dict_checked(model, state, str(path))

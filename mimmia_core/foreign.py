@@ -16,10 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from .checkpoint import CheckpointError, LoadedModel, decoder_keys, load_state_dict_checked
+from .checkpoint import CheckpointError, LoadedModel, decoder_keys, load_state_dict_checked, read_safetensors
 from .model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MAEConfig, MaskedAutoencoderViT
 
 # Heads cannot be read from weights (qkv is 3D x D for any head count): the
@@ -52,13 +50,6 @@ def _torch_load(path: Path):
                               f"({type(e).__name__}: {str(e)[:200] or 'unexpected end of file'})") from e
 
 
-def _load_safetensors(path: Path) -> dict:
-    try:
-        return load_file(str(path))
-    except (OSError, SafetensorError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-
-
 def _check_tensors(sd, path) -> dict:
     if not isinstance(sd, dict) or not sd:
         raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
@@ -71,7 +62,7 @@ def _check_tensors(sd, path) -> dict:
 def _read_official(path: Path) -> tuple[dict, dict]:
     """(state dict, args dict) from a .pth/.bin/.safetensors file."""
     if path.suffix == ".safetensors":
-        return _check_tensors(_load_safetensors(path), path), {}
+        return _check_tensors(read_safetensors(path), path), {}
     obj = _torch_load(path)
     args = {}
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
@@ -292,13 +283,13 @@ def _read_json(path: Path) -> dict:
 def _read_hub_weights(directory: Path) -> dict:
     """model.safetensors, sharded safetensors, or pytorch_model.bin (weights only)."""
     if (directory / "model.safetensors").exists():
-        return _check_tensors(_load_safetensors(directory / "model.safetensors"), directory)
+        return _check_tensors(read_safetensors(directory / "model.safetensors"), directory)
     index = directory / "model.safetensors.index.json"
     if index.exists():
         shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
         sd = {}
         for shard in shards:
-            sd.update(_load_safetensors(directory / shard))
+            sd.update(read_safetensors(directory / shard))
         return _check_tensors(sd, directory)
     if (directory / "pytorch_model.bin").exists():
         return _read_official(directory / "pytorch_model.bin")[0]
