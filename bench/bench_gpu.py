@@ -22,7 +22,7 @@ import json
 import numpy as np
 import torch
 
-from bench.common import (SHAPES, build_pair, check_close, hf_scores_batched, hf_scores_per_mask, median_seconds,
+from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_per_mask, median_seconds,
                           ours_scores, ours_scores_unshared, random_batch, report)
 from mimmia_core.data import ArraySource
 from mimmia_core.model import mask_noise
