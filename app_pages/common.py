@@ -8,7 +8,6 @@ explicit string keys (the experiment's fingerprint key and the spec tuple), so
 no big array and no uploaded file is ever hashed by streamlit.
 """
 import hashlib
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -21,7 +20,7 @@ import streamlit as st
 from mimmia_core.attacks import ATTACKS, run_attack, sweep
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import load_model
-from mimmia_core.experiment import DEMO_DIR, load_demo_experiment, load_experiment
+from mimmia_core.experiment import DEMO_DIR, load_demo_experiment, load_experiment, load_experiment_file
 from mimmia_core.scoring import AGGREGATES, DISTANCES, Scorer, ScoreSpec
 
 ATTACK_LABELS = {
@@ -65,30 +64,6 @@ def current_choice() -> tuple:
     return st.session_state["experiment_choice"]
 
 
-def _experiment_json(path: Path) -> dict:
-    """load_experiment keyword arguments from a JSON file; relative paths are relative to the file."""
-    try:
-        args = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable experiment JSON file ({e})") from e
-    allowed = {"target", "shadow", "references", "manifest", "data", "members", "nonmembers", "shadow_members",
-               "shadow_nonmembers", "decoder_from", "name"}
-    if not isinstance(args, dict) or "target" not in args or set(args) - allowed:
-        raise ValueError(f"{path}: an experiment file is a JSON object with 'target' and any of {sorted(allowed)}")
-
-    def resolve(value):  # paths relative to the JSON file; source specs "kind:PATH" too
-        if not isinstance(value, str) or value in ("demo", "shadow"):
-            return value
-        kind, sep, rest = value.partition(":")
-        if sep and kind in ("npz", "folder") and not Path(rest).is_absolute():
-            return f"{kind}:{path.parent / rest}"
-        if not sep and not Path(value).is_absolute():
-            return str(path.parent / value)
-        return value
-    return {k: v if k == "name" else [resolve(x) for x in v] if k == "references" else resolve(v)
-            for k, v in args.items()}
-
-
 def _load(choice: dict):
     kind = choice["kind"]
     if kind == "demo":
@@ -99,7 +74,7 @@ def _load(choice: dict):
             raise FileNotFoundError(f"{path}: no such folder")
         return load_demo_experiment(demo_dir=path)
     if kind == "json":
-        return load_experiment(**_experiment_json(Path(choice["path"])))
+        return load_experiment_file(choice["path"])
     if kind == "paths":
         args = {k: v for k, v in choice.items() if k != "kind" and v}
         args["references"] = list(args.get("references", ()))

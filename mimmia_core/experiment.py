@@ -5,6 +5,7 @@ The adversary's side is a shadow model with its own members and non-members
 (to calibrate per-image difficulty). `load_experiment` builds one from paths,
 source specs (see data.open_source) and a split manifest.
 """
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,36 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
                       sets["shadow_nonmembers"], manifest, notes)
 
 
+def experiment_file_args(path) -> dict:
+    """load_experiment keyword arguments from a JSON file; relative paths are relative to the file."""
+    path = Path(path)
+    try:
+        args = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable experiment JSON file ({e})") from e
+    allowed = {"target", "shadow", "references", "manifest", "data", "members", "nonmembers", "shadow_members",
+               "shadow_nonmembers", "decoder_from", "name"}
+    if not isinstance(args, dict) or "target" not in args or set(args) - allowed:
+        raise ValueError(f"{path}: an experiment file is a JSON object with 'target' and any of {sorted(allowed)}")
+
+    def resolve(value):  # paths relative to the JSON file; source specs "kind:PATH" too
+        if not isinstance(value, str) or value in ("demo", "shadow"):
+            return value
+        kind, sep, rest = value.partition(":")
+        if sep and kind in ("npz", "folder") and not Path(rest).is_absolute():
+            return f"{kind}:{path.parent / rest}"
+        if not sep and not Path(value).is_absolute():
+            return str(path.parent / value)
+        return value
+    return {k: v if k == "name" else [resolve(x) for x in v] if k == "references" else resolve(v)
+            for k, v in args.items()}
+
+
+def load_experiment_file(path, device=None) -> Experiment:
+    """An experiment described by a JSON file of load_experiment arguments (see experiment_file_args)."""
+    return load_experiment(**experiment_file_args(path), device=device)
+
+
 def demo_models(demo_dir=DEMO_DIR) -> dict:
     """Role -> checkpoint directory of a bundle laid out like assets/demo: target, shadow (if any), ref-<i>."""
     models = Path(demo_dir) / "models"
@@ -125,4 +156,5 @@ def load_demo_experiment(device=None, demo_dir=DEMO_DIR) -> Experiment:
                            data=data, device=device, name="demo")
 
 
-__all__ = ["Experiment", "load_experiment", "load_demo_experiment", "demo_models", "DEMO_DIR"]
+__all__ = ["Experiment", "load_experiment", "load_experiment_file", "experiment_file_args", "load_demo_experiment",
+           "demo_models", "DEMO_DIR"]
