@@ -1,6 +1,6 @@
 """CPU scoring speed: mimmia's scoring engine vs transformers' ViTMAE on identical weights and inputs.
 
-    python -m bench.bench_cpu [--quick] [--threads 2] [--shapes mae_tiny_28,vit_b16_224] [--no-memory]
+    python -m bench.bench_cpu [--quick] [--threads 2] [--shapes mae_tiny_28,vit_b16_224] [--no-memory] [--no-compile]
 
 For each shape both sides compute the masked-patch MSE of N images under K masks
 (mask ratio 0.75); the scores are checked to agree before anything is timed.
@@ -8,8 +8,13 @@ Peers: transformers the way a user runs it, one forward per mask (K forwards of
 N images: it has no shared-patch-embedding path), and transformers with the K
 masks batched (images repeated K times). Ours: `score_images` end to end (uint8
 images in, mask noise and normalisation included; on CPU it cuts forwards to
-cache-sized chunks), and `batch_distances` as one forward over all K*N rows; and,
-as an opt-in that is not bit-identical, `score_images` with bf16 autocast on CPU.
+cache-sized chunks), `batch_distances` as one forward over all K*N rows, the opt-in
+`compile=True` (torch.compile), and, as an opt-in that is not bit-identical,
+`score_images` with bf16 autocast on CPU.
+
+Roofline: the matrix-product FLOPs of one image-mask (torch.utils.flop_counter) and
+the best rate torch.mm reaches here give the ceiling no fp32 implementation passes;
+each row shows the share of that peak it sustains.
 
 Memory: scores N and 10N images (bench/score_memory.py, a fresh process each) and
 compares peak RSS (streaming means the peak must not grow with the number of images).
@@ -22,8 +27,8 @@ import sys
 import numpy as np
 import torch
 
-from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_per_mask, median_seconds,
-                          ours_scores, random_batch, report)
+from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_per_mask, matmul_flops,
+                          matmul_peak, median_seconds, ours_scores, random_batch, report)
 from mimmia_core.data import ArraySource
 from mimmia_core.model import mask_noise
 from mimmia_core.scoring import ScoreSpec, score_images
@@ -33,7 +38,7 @@ FULL = {"mae_tiny_28": dict(images=64, masks=8, repeats=7), "vit_b16_224": dict(
 QUICK = {"mae_tiny_28": dict(images=16, masks=4, repeats=2), "vit_b16_224": dict(images=1, masks=2, repeats=1)}
 
 
-def bench_shape(shape: str, images: int, masks: int, repeats: int):
+def bench_shape(shape: str, images: int, masks: int, repeats: int, compile: bool, peaks: dict):
     model, hf = build_pair(shape, MASK_RATIO)
     c = model.config
     imgs, uint8 = random_batch(c, images)
@@ -46,18 +51,28 @@ def bench_shape(shape: str, images: int, masks: int, repeats: int):
         "ours one forward": (lambda: ours_scores(model, imgs, noise, MASK_RATIO), 1e-4),
         "hf per mask": (lambda: hf_scores_per_mask(hf, imgs, noise), 1e-4),
         "hf masks batched": (lambda: hf_scores_batched(hf, imgs, noise), 1e-4),
-        "ours score_images bf16 (opt-in; not identical)":
-            (lambda: score_images(model, source, spec, precision="bf16").per_mask, 5e-2),
     }
+    if compile:
+        variants["ours score_images compile=True"] = (
+            lambda: score_images(model, source, spec, compile=True).per_mask, 1e-4)
+    variants["ours score_images bf16 (opt-in; not identical)"] = (
+        lambda: score_images(model, source, spec, precision="bf16").per_mask, 5e-2)
     with torch.inference_mode():
         reference = hf_scores_per_mask(hf, imgs, noise)
+        flops = matmul_flops(lambda: hf_scores_per_mask(hf, imgs, noise)) / (images * masks)
         agreement = {name: check_close(name, torch.as_tensor(fn()), reference, rtol)
                      for name, (fn, rtol) in variants.items()}
         seconds = median_seconds({name: fn for name, (fn, _) in variants.items()}, repeats)
     rows = [{"variant": name, "rate": masks * images / seconds[name],
              "note": f"max rel. diff to hf {agreement[name]:.1e}"} for name in variants]
+    best_hf = max(r["rate"] for r in rows if r["variant"].startswith("hf"))
+    footnote = (f"Against transformers at its best here ({best_hf:,.1f} image-masks/s) the fp32 ceiling is "
+                f"{peaks['fp32'] / flops / best_hf:.2f}x, and 2x would take {200 * best_hf * flops / peaks['fp32']:.0f}% "
+                f"of the fp32 peak. bf16 torch.mm peaks at {peaks['bf16'] / 1e9:,.0f} GFLOP/s: only the opt-in bf16 "
+                f"path can pass the fp32 ceiling, and its scores are not identical.")
     report(f"CPU scoring, {shape}, N={images} images x K={masks} masks, {torch.get_num_threads()} threads", rows,
-           baseline="hf per mask", extra={"shape": shape, "images": images, "masks": masks})
+           baseline="hf per mask", flops=flops, peak=peaks["fp32"], footnote=footnote,
+           extra={"shape": shape, "images": images, "masks": masks, "bf16_peak_gflops": round(peaks["bf16"] / 1e9)})
 
 
 def bench_memory(small: int, masks: int):
@@ -86,13 +101,16 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shapes", default="mae_tiny_28,vit_b16_224")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (compiling takes a minute)")
     p.add_argument("--memory-images", type=int, default=6000, help="compared with 10x as many")
     p.add_argument("--memory-masks", type=int, default=8)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
+    peaks = {name: matmul_peak(dtype, repeats=1 if args.quick else 5)
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for shape in args.shapes.split(","):
-        bench_shape(shape, **sizes[shape])
+        bench_shape(shape, **sizes[shape], compile=not (args.quick or args.no_compile), peaks=peaks)
     if not args.no_memory:
         bench_memory(*((500, 2) if args.quick else (args.memory_images, args.memory_masks)))
 

@@ -14,7 +14,9 @@ image-masks/s (median of --repeats, round-robin):
   end to end, `score_images` over --total uint8 images in host memory (pinned
     prefetch, mask noise, normalisation, host copies of the scores included):
     plain, torch.compile, CUDA graphs, torch.compile + CUDA graphs.
-A variant that fails is reported as failed; the others still run.
+A variant that fails is reported as failed; the others still run. Each row also
+shows its share of the bf16 roofline: the matrix-product FLOPs of one image-mask
+(torch.utils.flop_counter) against the best rate bf16 torch.mm reaches on this GPU.
 """
 import argparse
 import json
@@ -22,8 +24,8 @@ import json
 import numpy as np
 import torch
 
-from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_per_mask, median_seconds,
-                          ours_scores, ours_scores_unshared, random_batch, report)
+from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_per_mask, matmul_flops,
+                          matmul_peak, median_seconds, ours_scores, ours_scores_unshared, random_batch, report)
 from mimmia_core.data import ArraySource
 from mimmia_core.model import mask_noise
 from mimmia_core.scoring import ScoreSpec, score_images
@@ -97,6 +99,9 @@ def main(argv=None):
     imgs, uint8 = random_batch(c, N, device=device)
     noise = mask_noise(0, np.arange(N), K, c.num_patches).to(device)
     check = checks(model, hf, imgs, noise, device)
+    with torch.inference_mode():
+        flops = matmul_flops(lambda: ours_scores(model, imgs, noise, MASK_RATIO)) / (K * N)
+    peak = matmul_peak(torch.bfloat16, device, repeats=1 if args.smoke else 5)
 
     rows = []
     kernel = {"ours plain (no sharing)": lambda: ours_scores_unshared(model, imgs, noise, MASK_RATIO),
@@ -135,7 +140,7 @@ def main(argv=None):
 
     name = torch.cuda.get_device_name() if cuda else "cpu (smoke)"
     report(f"GPU scoring, {shape}, mask {MASK_RATIO}, K={K}, N={N} images per batch, {name}", rows, baseline=base,
-           extra={"shape": shape, "masks": K, "images": N, "total": args.total, "device": name, "checks": check,
+           flops=flops, peak=peak, peak_name="bf16 peak", extra={"shape": shape, "masks": K, "images": N, "total": args.total, "device": name, "checks": check,
                   "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None})
 
 

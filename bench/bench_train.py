@@ -4,21 +4,27 @@
 
 Both sides start from identical weights, see the same images and mask noise,
 and take the step `mimmia_core.train.train_mae` takes (forward with MAE's
-masked-patch loss, backward, AdamW with MAE's betas and weight decay), fp32.
-The first losses must agree before anything is timed.
+masked-patch loss, backward, fused AdamW with MAE's betas and weight decay; the
+fused AdamW is also what transformers' Trainer picks by default), fp32;
+ours also with `TrainConfig(compile=True)` (torch.compile of the forward and
+backward). The first losses must agree before anything is timed. As in
+bench_cpu, the matrix-product FLOPs of a step and the best torch.mm rate here
+give the ceiling no fp32 implementation passes.
 """
 import argparse
 
 import torch
 
-from bench.common import SHAPES, build_pair, median_seconds, random_batch, report
+import copy
+
+from bench.common import SHAPES, build_pair, matmul_flops, matmul_peak, median_seconds, random_batch, report
 from mimmia_core.model import mask_noise
 
 MASK_RATIO = 0.75
 
 
 def make_step(net, loss_fn, imgs, noises):
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
     state = {"i": 0}
 
     def step():
@@ -39,6 +45,7 @@ def main(argv=None):
     p.add_argument("--shape", default="mae_tiny_28", choices=sorted(SHAPES))
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (compiling takes a minute)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     batch, repeats = (8, 2) if args.quick else (args.batch, args.repeats)
@@ -48,18 +55,27 @@ def main(argv=None):
     hf.train()
     imgs, _ = random_batch(model.config, batch)
     noises = mask_noise(0, range(batch), 4, model.config.num_patches)  # the same 4 masks cycle on both sides
-    ours = make_step(model, lambda x, n: model(x, MASK_RATIO, n)[0], imgs, noises)
-    theirs = make_step(hf, lambda x, n: hf(pixel_values=x, noise=n).loss, imgs, noises)
+    compiled = copy.deepcopy(model)
+    steps = {
+        "ours": make_step(model, lambda x, n: model(x, MASK_RATIO, n)[0], imgs, noises),
+        "hf": make_step(hf, lambda x, n: hf(pixel_values=x, noise=n).loss, imgs, noises),
+    }
+    if not (args.quick or args.no_compile):
+        net = torch.compile(compiled)  # what train_mae runs with TrainConfig(compile=True)
+        steps["ours compile=True"] = make_step(compiled, lambda x, n: net(x, MASK_RATIO, n)[0], imgs, noises)
 
-    first = [(ours().item(), theirs().item()) for _ in range(2)]
-    for a, b in first:
-        if abs(a - b) > 1e-4 * abs(b):
-            raise AssertionError(f"losses differ on identical weights and inputs: ours {a} vs transformers {b}")
-    seconds = median_seconds({"ours": ours, "hf": theirs}, repeats)
-    rows = [{"variant": name, "rate": 1 / s, "note": f"{batch / s:,.0f} images/s"} for name, s in seconds.items()]
-    rows[0]["note"] += f"; first losses {first[0][0]:.6f} (ours) vs {first[0][1]:.6f} (hf)"
+    first = {name: [step().item() for _ in range(2)] for name, step in steps.items()}
+    for name, losses in first.items():
+        for a, b in zip(losses, first["hf"]):
+            if abs(a - b) > 1e-4 * abs(b):
+                raise AssertionError(f"{name}: losses differ on identical weights and inputs: {a} vs transformers {b}")
+    flops = matmul_flops(steps["hf"])
+    peak = matmul_peak(torch.float32, repeats=1 if args.quick else 5)
+    seconds = median_seconds(steps, repeats)
+    rows = [{"variant": name, "rate": 1 / s, "note": f"{batch / s:,.0f} images/s; first loss {first[name][0]:.6f}"}
+            for name, s in seconds.items()]
     report(f"CPU training, {args.shape}, batch {batch}, {torch.get_num_threads()} threads", rows, baseline="hf",
-           unit="steps/s", extra={"shape": args.shape, "batch": batch})
+           unit="steps/s", extra={"shape": args.shape, "batch": batch}, flops=flops, peak=peak)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from mimmia_core.foreign import hf_to_official
@@ -159,13 +160,55 @@ def median_seconds(fns: dict, repeats: int, device="cpu", warmup: bool = True) -
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def report(title: str, rows: list, baseline: str, unit: str = "image-masks/s", extra: dict | None = None):
+def matmul_flops(fn) -> int:
+    """FLOPs of the matrix products in one call of fn (convolutions and linear layers, forward and
+    backward), counted by torch.utils.flop_counter. CPU attention kernels are not counted, so a
+    ceiling derived from this count is generous."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+PEAK_SIZES = ((1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 768, 3072))
+GPU_PEAK_SIZES = PEAK_SIZES + ((8192, 8192, 8192), (16384, 16384, 16384))
+
+
+def matmul_peak(dtype=torch.float32, device="cpu", repeats: int = 5) -> float:
+    """The best FLOP/s torch.mm reaches here (this device, dtype and thread count) on large
+    products: an upper bound on what any variant's matrix products sustain."""
+    best = 0.0
+    for m, k, n in GPU_PEAK_SIZES if torch.device(device).type == "cuda" else PEAK_SIZES:
+        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
+        seconds = median_seconds({"mm": lambda: a @ b}, repeats, device)["mm"]
+        best = max(best, 2 * m * k * n / seconds)
+    return best
+
+
+def report(title: str, rows: list, baseline: str, unit: str = "image-masks/s", extra: dict | None = None,
+           flops: float | None = None, peak: float | None = None, peak_name: str = "fp32 peak", footnote: str = ""):
     """rows: dicts with 'variant', 'rate' (higher is better) and optional 'note'. Prints a table
-    with each rate's ratio to the baseline row, then one JSON line."""
+    with each rate's ratio to the baseline row, then one JSON line. With `flops` (matrix-product
+    FLOPs per unit) and `peak` (FLOP/s), each row also shows the FLOP/s it sustains and its share
+    of the peak, and the table ends with the ceiling the peak sets."""
     base = next(r["rate"] for r in rows if r["variant"] == baseline)
+    roofline = flops is not None and peak is not None
     print(f"\n## {title}\n")
-    print(f"| variant | {unit} | x {baseline} | note |\n| --- | ---: | ---: | --- |")
+    head = f"| variant | {unit} | x {baseline} |" + (f" GFLOP/s | % {peak_name} |" if roofline else "")
+    print(head + " note |\n|" + " --- |" + " ---: |" * (head.count("|") - 2) + " --- |")
     for r in rows:
-        print(f"| {r['variant']} | {r['rate']:,.1f} | {r['rate'] / base:.2f} | {r.get('note', '')} |")
-    print(json.dumps({"bench": title, "unit": unit, "baseline": baseline, **(extra or {}),
+        line = f"| {r['variant']} | {r['rate']:,.1f} | {r['rate'] / base:.2f} |"
+        if roofline:
+            line += f" {r['rate'] * flops / 1e9:,.0f} | {100 * r['rate'] * flops / peak:.0f}% |"
+        print(f"{line} {r.get('note', '')} |")
+    summary = {}
+    if roofline:
+        ceiling = peak / flops
+        summary = {"gflop_per_unit": round(flops / 1e9, 4), "peak_gflops": round(peak / 1e9, 1),
+                   "ceiling_rate": round(ceiling, 2), "ceiling_ratio": round(ceiling / base, 3)}
+        print(f"\nCeiling: {flops / 1e9:.4g} GFLOP of matrix products per {unit.split('/')[0].rstrip('s')}; "
+              f"torch.mm peaks at {peak / 1e9:,.0f} GFLOP/s here ({peak_name}), so no implementation with the "
+              f"same products exceeds {ceiling:,.1f} {unit}, {ceiling / base:.2f}x {baseline}.")
+    if footnote:
+        print(footnote)
+    print(json.dumps({"bench": title, "unit": unit, "baseline": baseline, **(extra or {}), **summary,
                       "rows": [{**r, "ratio": round(r["rate"] / base, 3)} for r in rows]}))

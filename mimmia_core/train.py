@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     save_epochs: tuple = ()         # also keep the model as it was after these epochs
     keep_state: bool = False        # keep train_state.pt after the last epoch (to extend training)
+    compile: bool = False           # torch.compile the forward and backward (same losses within float tolerance)
 
     def __post_init__(self):
         check_mask_ratio(self.mask_ratio)
@@ -92,10 +93,13 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     device = torch.device(device) if device is not None else default_device()
     model.to(device).train()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile:
+        net = torch.compile(net)
 
     total_batch = cfg.batch_size * world
     base_lr = cfg.lr if cfg.lr is not None else cfg.blr * total_batch / 256
-    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas)
+    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas,
+                                  fused=True)
     recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k in RECIPE_FIELDS}
     recipe["world_size"] = world
     start_epoch, losses = 0, []

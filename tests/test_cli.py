@@ -113,6 +113,17 @@ def test_score_writes_per_mask_distances(tiny, tmp_path):
     assert [float(r["mask_1"]) for r in rows] == pytest.approx(want.per_mask[1], rel=1e-6)
 
 
+def test_score_precision_flag(tiny, tmp_path):
+    """--precision bf16 runs bf16 autocast on the CPU: close to fp32, but not the same numbers."""
+    args = ["score", "--model", str(tiny["target"]), "--data", f"npz:{tiny['data']}", "--num-masks", "2",
+            "--device", "cpu", "--no-cache"]
+    for precision in ("fp32", "bf16"):
+        assert main([*args, "--precision", precision, "--out", str(tmp_path / f"{precision}.csv")]) == 0
+    fp32, bf16 = ([float(r["mask_0"]) for r in read_csv(tmp_path / f"{p}.csv")] for p in ("fp32", "bf16"))
+    assert fp32 != bf16
+    assert bf16 == pytest.approx(fp32, rel=3e-2)
+
+
 def test_inspect_prints_json(tiny, capsys):
     assert main(["inspect", str(tiny["target"])]) == 0
     d = json.loads(capsys.readouterr().out)

@@ -1,5 +1,3 @@
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -102,8 +100,6 @@ def test_progress_reports_every_image():
     assert seen == [(3, 7), (6, 7), (7, 7)]
 
 
-@pytest.mark.skipif(not os.environ.get("MIMMIA_SLOW_TESTS"), reason="torch.compile takes about a minute on CPU; "
-                    "set MIMMIA_SLOW_TESTS=1")
 def test_compile_gives_the_same_scores():
     model, source = tiny_model(), tiny_source(5)
     spec = ScoreSpec(num_masks=2, distance="pixel_mse")
