@@ -1,12 +1,12 @@
 """Most exposed images: the members the attack is surest about, and the non-members it mistakes for members."""
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
 from app_pages import common
 from mimmia_core.model import mask_noise, reconstruct
-from mimmia_core.views import display_image, per_image_columns, top_n
+from mimmia_core.report import scores_csv
+from mimmia_core.views import display_image, top_n
 
 exp, exp_key = common.experiment()
 spec, aggregate = common.current_spec(), common.current_aggregate()
@@ -26,11 +26,11 @@ r = results[ranking]
 
 n = st.slider("How many images", 1, min(24, len(r.member_ids), len(r.nonmember_ids)),
               min(8, len(r.member_ids), len(r.nonmember_ids)), key="exposed_n")
-columns = per_image_columns(results)
-table = pd.DataFrame(columns)
-st.download_button("Download every candidate's scores (CSV)", table.to_csv(index=False).encode(),
+st.download_button("Download every image's scores (CSV)", scores_csv(exp, list(results.values())).encode(),
                    file_name=f"mimmia_scores_{exp.name}.csv", mime="text/csv", key="exposed_csv",
-                   help="One row per target candidate: id, member (1/0), each attack's score and rank.")
+                   help="The CLI's scores.csv: one row per image and role (target and shadow members and "
+                        "non-members), label (1 = member), each attack's score and its rank among the same "
+                        "model's images.")
 
 
 def gallery(title: str, caption: str, source, ids, scores, threshold):

@@ -59,21 +59,45 @@ def attack_report(experiment, results, settings: dict) -> dict:
                 results=[result_summary(r) for r in results])
 
 
-def scores_csv(experiment, results) -> str:
-    """One row per image and role (target/shadow member/non-member): id, role, label, a score per attack."""
+def score_columns(experiment, results) -> dict:
+    """One row per image and role (target/shadow member/non-member): id, role, label (1 = member), and
+    per attack its score (higher = member-like) and '<attack>_rank', the rank among the same model's
+    candidates (1 = most member-like). Roles an attack did not score are left out."""
+    if not results:
+        raise ValueError("no attack results to tabulate")
+    first = results[0]
+    for r in results[1:]:
+        if not (np.array_equal(r.member_ids, first.member_ids) and np.array_equal(r.nonmember_ids, first.nonmember_ids)):
+            raise ValueError(f"attack {r.attack} scored other images than {first.attack}")
     sources = experiment.sources()
-    columns = dict(target_member=[r.member_scores for r in results],
-                   target_nonmember=[r.nonmember_scores for r in results],
-                   shadow_member=[r.shadow_member_scores for r in results],
-                   shadow_nonmember=[r.shadow_nonmember_scores for r in results])
+    scores = dict(target_member=[r.member_scores for r in results],
+                  target_nonmember=[r.nonmember_scores for r in results],
+                  shadow_member=[r.shadow_member_scores for r in results],
+                  shadow_nonmember=[r.shadow_nonmember_scores for r in results])
+    roles = [(role, label) for role, label in ROLES
+             if role in sources and all(s is not None for s in scores[role])]
+    columns = {"id": np.concatenate([sources[role].ids for role, _ in roles]).astype(np.int64),
+               "role": np.concatenate([np.full(len(sources[role]), role, dtype=object) for role, _ in roles]),
+               "label": np.concatenate([np.full(len(sources[role]), label, dtype=np.int64) for role, label in roles])}
+    model = np.array([role.split("_")[0] for role in columns["role"]])
+    for i, r in enumerate(results):
+        s = np.concatenate([np.asarray(scores[role][i], dtype=np.float64) for role, _ in roles])
+        rank = np.zeros(len(s), dtype=np.int64)
+        for name in np.unique(model):
+            rows = np.flatnonzero(model == name)
+            rank[rows] = np.argsort(np.argsort(-s[rows], kind="stable"), kind="stable") + 1
+        columns[r.attack], columns[f"{r.attack}_rank"] = s, rank
+    return columns
+
+
+def scores_csv(experiment, results) -> str:
+    """score_columns as CSV (scores written exactly, as repr of the float)."""
+    columns = score_columns(experiment, results)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["id", "role", "label"] + [r.attack for r in results])
-    for role, label in ROLES:
-        if role not in sources or any(c is None for c in columns[role]):
-            continue
-        for i, image_id in enumerate(sources[role].ids):
-            writer.writerow([int(image_id), role, label] + [repr(float(c[i])) for c in columns[role]])
+    writer.writerow(list(columns))
+    for row in zip(*columns.values()):
+        writer.writerow([repr(float(v)) if isinstance(v, np.floating) else v for v in row])
     return text.getvalue()
 
 
@@ -142,5 +166,5 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(_columns(table))
 
 
-__all__ = ["versions", "jsonable", "result_summary", "attack_report", "scores_csv", "write_attack_report",
+__all__ = ["versions", "jsonable", "result_summary", "attack_report", "score_columns", "scores_csv", "write_attack_report",
            "attack_table", "write_sweep", "sweep_table"]

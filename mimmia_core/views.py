@@ -129,27 +129,5 @@ def top_n(ids, scores, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ids)[order], scores[order]
 
 
-def per_image_columns(results: dict) -> dict:
-    """One row per target candidate: id, member (1/0), and each attack's score (higher = member-like).
-
-    results: attack name -> AttackResult of one experiment (same candidates).
-    Each attack also gets a '<name>_rank' column (1 = most member-like).
-    """
-    if not results:
-        raise ValueError("per_image_columns: no attack results")
-    first = next(iter(results.values()))
-    ids = np.r_[first.member_ids, first.nonmember_ids]
-    columns = {"id": ids, "member": np.r_[np.ones(len(first.member_ids), np.int64),
-                                          np.zeros(len(first.nonmember_ids), np.int64)]}
-    for name, r in results.items():
-        same = np.array_equal(r.member_ids, first.member_ids) and np.array_equal(r.nonmember_ids, first.nonmember_ids)
-        if not same:
-            raise ValueError(f"per_image_columns: attack {name} scored other images than {first.attack}")
-        s = np.r_[r.member_scores, r.nonmember_scores]
-        columns[name] = s
-        columns[f"{name}_rank"] = np.argsort(np.argsort(-s, kind="stable"), kind="stable") + 1
-    return columns
-
-
 __all__ = ["image_id", "histogram", "shares", "fraction_at_or_above", "upscale", "display_image",
-           "reconstruction_panels", "patch_grid", "slider_range", "slider_start", "top_n", "per_image_columns"]
+           "reconstruction_panels", "patch_grid", "slider_range", "slider_start", "top_n"]

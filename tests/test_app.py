@@ -17,7 +17,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from browser_driver import REPO, TINY, build_tiny_bundle
-from mimmia_core import views
+from mimmia_core import report, views
 from mimmia_core.attacks import make_attack, run_attack, sweep
 from mimmia_core.data import ArraySource, load_image_bytes
 from mimmia_core.experiment import load_demo_experiment
@@ -368,16 +368,18 @@ def test_slider_and_ranking_helpers():
     assert views.fraction_at_or_above([1, 2, 3, 4], 3) == 0.5
 
 
-def test_per_image_columns(core):
+def test_score_columns_serve_the_cli_and_the_download(core):
     exp, scorer = core
-    results = {a: run_attack(a, exp, spec(), scorer) for a in ("paper", "calibrated")}
-    cols = views.per_image_columns(results)
+    results = [run_attack(a, exp, spec(), scorer) for a in ("paper", "calibrated")]
+    cols = report.score_columns(exp, results)
     n_m, n_n = len(exp.members), len(exp.nonmembers)
-    assert cols["member"].tolist() == [1] * n_m + [0] * n_n
-    assert cols["id"].tolist() == exp.members.ids.tolist() + exp.nonmembers.ids.tolist()
-    assert cols["calibrated"][:n_m] == pytest.approx(results["calibrated"].member_scores)
-    best = int(np.argmax(cols["paper"]))
-    assert cols["paper_rank"][best] == 1 and sorted(cols["paper_rank"]) == list(range(1, n_m + n_n + 1))
-    other = replace(results["paper"], member_ids=results["paper"].member_ids[::-1])
+    target = cols["role"] == "target_member"
+    assert cols["label"][:n_m + n_n].tolist() == [1] * n_m + [0] * n_n
+    assert cols["id"][:n_m + n_n].tolist() == exp.members.ids.tolist() + exp.nonmembers.ids.tolist()
+    assert cols["calibrated"][target] == pytest.approx(results[1].member_scores)
+    candidates = np.char.startswith(cols["role"].astype(str), "target")
+    ranks = cols["paper_rank"][candidates]
+    assert ranks[int(np.argmax(cols["paper"][candidates]))] == 1 and sorted(ranks) == list(range(1, n_m + n_n + 1))
+    other = replace(results[0], member_ids=results[0].member_ids[::-1])
     with pytest.raises(ValueError, match="other images"):
-        views.per_image_columns({"paper": results["paper"], "x": other})
+        report.score_columns(exp, [results[0], other])

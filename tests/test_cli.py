@@ -47,7 +47,7 @@ def test_attack_writes_report_and_scores(tiny, tmp_path, capsys):
     assert [r["attack"] for r in report["results"]] == ["paper", "calibrated"]
 
     rows = read_csv(out / "scores.csv")
-    assert list(rows[0]) == ["id", "role", "label", "paper", "calibrated"]
+    assert list(rows[0]) == ["id", "role", "label", "paper", "paper_rank", "calibrated", "calibrated_rank"]
     roles = [r["role"] for r in rows]
     assert [roles.count(x) for x in ("target_member", "target_nonmember", "shadow_member", "shadow_nonmember")] == \
         [6, 6, 6, 6]
