@@ -1,4 +1,6 @@
 """Shared test fixtures: tiny models and images, one CPU thread."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -25,3 +27,10 @@ def tiny_images() -> torch.Tensor:
     """Six uint8 images (6, 16, 16, 3)."""
     rng = np.random.default_rng(0)
     return torch.from_numpy(rng.integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def inductor():
+    """Skips where torch.compile cannot build CPU kernels (no C++ compiler)."""
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("torch.compile on the CPU needs a C++ compiler (g++)")

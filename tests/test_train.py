@@ -91,7 +91,7 @@ def test_resume_refuses_another_recipe(tmp_path):
         train(TrainConfig(epochs=2, batch_size=8, lr=2e-3), tmp_path, resume=True)
 
 
-def test_compiled_training_matches_eager():
+def test_compiled_training_matches_eager(inductor):
     cfg = TrainConfig(epochs=2, batch_size=16, lr=2e-3, warmup_epochs=1)
     _, eager = train(cfg)
     _, compiled = train(TrainConfig(**{**cfg.__dict__, "compile": True}))
