@@ -1,6 +1,6 @@
 """CPU training speed: one MAE pre-training step, ours vs transformers' ViTMAEForPreTraining.
 
-    python -m bench.bench_train [--quick] [--threads 2] [--shape mae_tiny_28] [--batch 64]
+    python -m bench.bench_train [--quick] [--threads 2] [--shape mae_tiny_28] [--batch 64] [--profile]
 
 Both sides start from identical weights, see the same images and mask noise,
 and take the step `mimmia_core.train.train_mae` takes (forward with MAE's
@@ -9,7 +9,8 @@ fused AdamW is also what transformers' Trainer picks by default), fp32;
 ours also with `TrainConfig(compile=True)` (torch.compile of the forward and
 backward). The first losses must agree before anything is timed. As in
 bench_cpu, the matrix-product FLOPs of a step and the best torch.mm rate here
-give the ceiling no fp32 implementation passes.
+give the ceiling no fp32 implementation passes. --profile then prints where
+each side's step time goes (torch.profiler, self CPU time per op).
 """
 import argparse
 
@@ -46,6 +47,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (compiling takes a minute)")
+    p.add_argument("--profile", action="store_true", help="also print each side's time per op over 10 steps")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     batch, repeats = (8, 2) if args.quick else (args.batch, args.repeats)
@@ -76,6 +78,21 @@ def main(argv=None):
             for name, s in seconds.items()]
     report(f"CPU training, {args.shape}, batch {batch}, {torch.get_num_threads()} threads", rows, baseline="hf",
            unit="steps/s", extra={"shape": args.shape, "batch": batch}, flops=flops, peak=peak)
+    if args.profile:
+        for name, step in steps.items():
+            profile(name, step)
+
+
+def profile(name: str, step, steps: int = 10, rows: int = 12):
+    """Self CPU time per op over `steps` steps, as a share of the total."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    print(f"\n### {name}: {total / steps / 1e3:.1f} ms of op time per step\n\n| op | ms per step | share |\n| --- | ---: | ---: |")
+    for e in ops[:rows]:
+        print(f"| {e.key[:60]} | {e.self_cpu_time_total / steps / 1e3:.1f} | {100 * e.self_cpu_time_total / total:.0f}% |")
 
 
 if __name__ == "__main__":
