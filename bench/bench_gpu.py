@@ -101,7 +101,7 @@ def main(argv=None):
     noise = mask_noise(0, np.arange(N), K, c.num_patches).to(device)
     check = checks(model, hf, imgs, noise, device)
     with torch.inference_mode():
-        flops = matmul_flops(lambda: ours_scores(model, imgs, noise, MASK_RATIO)) / (K * N)
+        flops = matmul_flops(lambda: ours_scores(model, imgs, noise, MASK_RATIO))[1] / (K * N)
     peak = matmul_peak(torch.bfloat16, device, repeats=1 if args.smoke else 5)
 
     rows = []

@@ -71,7 +71,7 @@ def main(argv=None):
         for a, b in zip(losses, first["hf"]):
             if abs(a - b) > 1e-4 * abs(b):
                 raise AssertionError(f"{name}: losses differ on identical weights and inputs: {a} vs transformers {b}")
-    flops = matmul_flops(steps["hf"])
+    flops = matmul_flops(steps["hf"])[1]
     peak = matmul_peak(torch.float32, repeats=1 if args.quick else 5)
     seconds = median_seconds(steps, repeats)
     rows = [{"variant": name, "rate": 1 / s, "note": f"{batch / s:,.0f} images/s; first loss {first[name][0]:.6f}"}

@@ -160,13 +160,13 @@ def median_seconds(fns: dict, repeats: int, device="cpu", warmup: bool = True) -
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def matmul_flops(fn) -> int:
-    """FLOPs of the matrix products in one call of fn (convolutions and linear layers, forward and
-    backward), counted by torch.utils.flop_counter. CPU attention kernels are not counted, so a
-    ceiling derived from this count is generous."""
+def matmul_flops(fn) -> tuple:
+    """(fn's result, FLOPs of the matrix products in that call): convolutions and linear layers,
+    forward and backward, counted by torch.utils.flop_counter. CPU attention kernels are not
+    counted, so a ceiling derived from this count is generous."""
     with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
+        result = fn()
+    return result, counter.get_total_flops()
 
 
 PEAK_SIZES = ((1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 768, 3072))
@@ -193,8 +193,9 @@ def report(title: str, rows: list, baseline: str, unit: str = "image-masks/s", e
     base = next(r["rate"] for r in rows if r["variant"] == baseline)
     roofline = flops is not None and peak is not None
     print(f"\n## {title}\n")
-    head = f"| variant | {unit} | x {baseline} |" + (f" GFLOP/s | % {peak_name} |" if roofline else "")
-    print(head + " note |\n|" + " --- |" + " ---: |" * (head.count("|") - 2) + " --- |")
+    numbers = [unit, f"x {baseline}"] + (["GFLOP/s", f"% {peak_name}"] if roofline else [])
+    print("| variant | " + " | ".join(numbers) + " | note |")
+    print("| --- |" + " ---: |" * len(numbers) + " --- |")
     for r in rows:
         line = f"| {r['variant']} | {r['rate']:,.1f} | {r['rate'] / base:.2f} |"
         if roofline:
