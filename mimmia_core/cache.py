@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 
 BUNDLED_CACHE = Path(__file__).resolve().parent.parent / "assets" / "demo" / "cache"

@@ -4,9 +4,12 @@ Own format: a directory holding `model.safetensors` (weights) and `mimmia.json`
 (architecture, preprocessing, target space, provenance). Foreign formats
 (official MAE .pth, Hugging Face ViTMAE directories) live in `foreign.py`.
 """
+import argparse
 import hashlib
 import json
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .model import MAEConfig, MaskedAutoencoderViT
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -44,7 +47,7 @@ class LoadedModel:
 
     @property
     def fingerprint(self) -> str:
-        return weights_fingerprint(self.model, skip=set(self.missing_decoder_keys))
+        return model_fingerprint(self.model, skip=set(self.missing_decoder_keys))
 
     def require_decoder(self) -> MaskedAutoencoderViT:
         if not self.has_decoder:
@@ -69,6 +72,20 @@ def weights_fingerprint(model: torch.nn.Module, skip=()) -> str:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def config_fingerprint(config: MAEConfig) -> str:
+    """sha256 of the full config (architecture, heads, LayerNorm eps, mean/std, target space)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model: torch.nn.Module, skip=(), weights: str | None = None) -> str:
+    """What a score depends on in a model: its weights and its config. Two models with the same
+    weights but other heads or preprocessing compute other scores, so they never share one.
+    `weights`: a weights_fingerprint already computed (Scorer memoises it)."""
+    weights = weights or weights_fingerprint(model, skip)
+    return hashlib.sha256(f"{weights}:{config_fingerprint(model.config)}".encode()).hexdigest()[:16]
 
 
 def decoder_keys(state_dict_keys) -> list:
@@ -122,6 +139,25 @@ def save_checkpoint(model: MaskedAutoencoderViT, path, provenance: dict | None =
     }
     atomic_write_text(path / META_FILE, json.dumps(meta, indent=2))
     return path
+
+
+def torch_load_checked(path) -> object:
+    """torch.load of tensors, containers and argparse.Namespace; anything else is refused unrun."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = re.search(r"unsupported GLOBAL \S+|Unsupported global: GLOBAL \S+|Unsupported operand \d+", str(e))
+        what = what.group(0) if what else str(e)[:200]
+        if "GLOBAL" in what:
+            raise CheckpointError(
+                f"{path}: refused to unpickle: the file asks for Python objects other than weights ({what}). "
+                f"Such objects can run code, so mimmia loads tensors only; nothing from the file was executed.") from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: the weights-only unpickler stopped at "
+                              f"{what!r}; nothing from the file was executed") from e
+    except Exception as e:  # torch.load raises many types (KeyError, EOFError, RuntimeError ...) on bad bytes
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or a truncated one "
+                              f"({type(e).__name__}: {str(e)[:200] or 'unexpected end of file'})") from e
 
 
 def read_safetensors(path) -> dict:

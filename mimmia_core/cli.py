@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .attacks import ATTACKS, make_attack, run_attack, sweep
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 from .report import attack_table, jsonable, sweep_table, write_attack_report, write_sweep
 from .scoring import AGGREGATES, DISTANCES, PRECISIONS, Scorer, ScoreSpec
 

@@ -18,7 +18,7 @@ from .cache import ScoreCache
 from .checkpoint import load_own_checkpoint, save_checkpoint
 from .data import DEMO_DATA, FASHION_MNIST_DIRS, load_fashion_mnist, load_npz
 from .experiment import DEMO_DIR, load_demo_experiment
-from .io import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 from .manifest import SplitManifest, make_split
 from .model import build_model, get_config
 from .scoring import Scorer, ScoreSpec

@@ -10,14 +10,14 @@ a file can run code. No transformers import: its key names are mapped here.
 import argparse
 import json
 import math
-import pickle
 import re
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, LoadedModel, decoder_keys, load_state_dict_checked, read_safetensors
+from .checkpoint import (CheckpointError, LoadedModel, decoder_keys, load_state_dict_checked, read_safetensors,
+                         torch_load_checked)
 from .model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MAEConfig, MaskedAutoencoderViT
 
 # Heads cannot be read from weights (qkv is 3D x D for any head count): the
@@ -31,25 +31,6 @@ ARGS_KEPT = ("model", "mask_ratio", "norm_pix_loss", "input_size", "epochs", "ba
 # --------------------------------------------------------------------------
 # Reading files
 # --------------------------------------------------------------------------
-def _torch_load(path: Path):
-    """torch.load of tensors, containers and argparse.Namespace; anything else is refused unrun."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        what = re.search(r"unsupported GLOBAL \S+|Unsupported global: GLOBAL \S+|Unsupported operand \d+", str(e))
-        what = what.group(0) if what else str(e)[:200]
-        if "GLOBAL" in what:
-            raise CheckpointError(
-                f"{path}: refused to unpickle: the file asks for Python objects other than weights ({what}). "
-                f"Such objects can run code, so mimmia loads tensors only; nothing from the file was executed.") from e
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: the weights-only unpickler stopped at "
-                              f"{what!r}; nothing from the file was executed") from e
-    except Exception as e:  # torch.load raises many types (KeyError, EOFError, RuntimeError ...) on bad bytes
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or a truncated one "
-                              f"({type(e).__name__}: {str(e)[:200] or 'unexpected end of file'})") from e
-
-
 def _check_tensors(sd, path) -> dict:
     if not isinstance(sd, dict) or not sd:
         raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
@@ -63,7 +44,7 @@ def _read_official(path: Path) -> tuple[dict, dict]:
     """(state dict, args dict) from a .pth/.bin/.safetensors file."""
     if path.suffix == ".safetensors":
         return _check_tensors(read_safetensors(path), path), {}
-    obj = _torch_load(path)
+    obj = torch_load_checked(path)
     args = {}
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         raw = obj.get("args")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import source_spec as spec_of
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 
 ROLES = ("target_members", "target_nonmembers", "shadow_members", "shadow_nonmembers")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_text
+from .atomic import atomic_write_text
 
 ROLES = (("target_member", 1), ("target_nonmember", 0), ("shadow_member", 1), ("shadow_nonmember", 0))
 

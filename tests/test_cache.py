@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mimmia_core import io as mio
+from mimmia_core import atomic as mio
 from mimmia_core.cache import ScoreCache
 
 PARTS = dict(model="ab12", source="cd34", spec={"mask_ratio": 0.75, "num_masks": 8, "seed": 0,

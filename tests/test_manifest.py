@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from mimmia_core import io as mio
+from mimmia_core import atomic as mio
 from mimmia_core.data import ArraySource
 from mimmia_core.manifest import SplitManifest, make_split
 
