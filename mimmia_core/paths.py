@@ -1,6 +1,16 @@
 """Checks on paths a user gives: what is wrong with one, in words, before any work starts."""
 import os
+import tempfile
 from pathlib import Path
+
+
+def can_write_in(folder) -> bool:
+    """Whether a file can be created in `folder`, tried for real (permission bits say nothing to root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def missing_path_reason(path) -> str:
@@ -35,7 +45,7 @@ def _writable_parent(path: Path, flag: str) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise ValueError(f"{flag} {path}: {parent} is a file, so nothing can be written under it")
-            if not os.access(parent, os.W_OK | os.X_OK):
+            if not can_write_in(parent):
                 raise ValueError(f"{flag} {path}: the folder {parent} is not writable; choose another {flag}")
             return
 
@@ -57,11 +67,11 @@ def check_output_dir(path, flag: str) -> Path:
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{flag} {path} is a file; give a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
+        if not can_write_in(path):
             raise ValueError(f"{flag} {path} is not writable; choose another {flag}")
         return path
     _writable_parent(path, flag)
     return path
 
 
-__all__ = ["missing_path_reason", "require_exists", "check_output_file", "check_output_dir"]
+__all__ = ["can_write_in", "missing_path_reason", "require_exists", "check_output_file", "check_output_dir"]
