@@ -35,17 +35,31 @@ class MAEConfig:
     std: tuple = IMAGENET_STD
 
     def __post_init__(self):
+        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
+                     "decoder_depth", "decoder_num_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("mlp_ratio", "layer_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.norm_pix_loss, bool):
+            raise ValueError(f"norm_pix_loss must be true or false, got {self.norm_pix_loss!r}")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
-        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
-            raise ValueError(f"mean/std need {self.in_chans} values each, got {self.mean} / {self.std}")
         for dim, heads, name in ((self.embed_dim, self.num_heads, "encoder"),
                                  (self.decoder_embed_dim, self.decoder_num_heads, "decoder")):
             if dim % heads:
                 raise ValueError(f"{name} width {dim} is not divisible by its {heads} heads")
-        # tuples survive a JSON round trip as lists
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+            if dim % 4:
+                raise ValueError(f"{name} width {dim} must be divisible by 4 (sin-cos position embedding)")
+        object.__setattr__(self, "mean", _channel_values(self.mean, "mean", self.in_chans))
+        object.__setattr__(self, "std", _channel_values(self.std, "std", self.in_chans))
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
 
     @property
     def grid_size(self) -> int:
@@ -69,6 +83,18 @@ class MAEConfig:
         if unknown:
             raise ValueError(f"unknown MAEConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+
+def _channel_values(values, name: str, in_chans: int) -> tuple:
+    """mean or std as a tuple of in_chans finite floats (a JSON round trip gives lists)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise ValueError(f"{name} must be a list of {in_chans} numbers, got {values!r}")
+    if len(values) != in_chans:
+        raise ValueError(f"{name} needs {in_chans} value(s), one per channel, got {list(values)}")
+    if not all(isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+               for v in values):
+        raise ValueError(f"{name} must hold finite numbers, got {list(values)}")
+    return tuple(float(v) for v in values)
 
 
 _GRAY = dict(in_chans=1, mean=(0.5,), std=(0.5,))

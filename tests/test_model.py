@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -184,10 +185,27 @@ def test_config_validation_and_round_trip(tiny_config):
         MAEConfig(img_size=30, patch_size=4)
     with pytest.raises(ValueError, match="not divisible by its 5 heads"):
         MAEConfig(embed_dim=32, num_heads=5)
-    with pytest.raises(ValueError, match="mean/std need 1 values"):
+    with pytest.raises(ValueError, match=r"mean needs 1 value\(s\), one per channel"):
         MAEConfig(in_chans=1)
     with pytest.raises(ValueError, match="unknown MAEConfig fields"):
         MAEConfig.from_dict({**tiny_config.to_dict(), "depthh": 3})
+
+
+@pytest.mark.parametrize("fields, words", [
+    (dict(patch_size=0), "patch_size must be a positive integer, got 0"),
+    (dict(img_size=224.0), "img_size must be a positive integer, got 224.0"),
+    (dict(depth=True), "depth must be a positive integer"),
+    (dict(layer_norm_eps=float("nan")), "layer_norm_eps must be a positive finite number"),
+    (dict(mlp_ratio=-4), "mlp_ratio must be a positive finite number"),
+    (dict(norm_pix_loss="yes"), "norm_pix_loss must be true or false"),
+    (dict(mean=(0.5, float("nan"), 0.5)), "mean must hold finite numbers"),
+    (dict(std=(0.2, 0.0, 0.2)), "std must be positive"),
+    (dict(mean="0.5"), "mean must be a list of 3 numbers"),
+    (dict(embed_dim=18, num_heads=3), "divisible by 4"),
+])
+def test_config_fields_are_checked_before_any_model_is_built(fields, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        MAEConfig(**fields)
 
 
 def test_layer_norm_eps_reaches_every_layer_norm(tiny_config):
