@@ -15,10 +15,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .model import MAEConfig, MaskedAutoencoderViT
+from .model_ref import check_settings, model_ref, settings_howto
 from .atomic import atomic_write_text
+from .paths import require_exists
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -92,31 +95,77 @@ def decoder_keys(state_dict_keys) -> list:
     return [k for k in state_dict_keys if k.startswith(DECODER_PREFIXES)]
 
 
-def load_state_dict_checked(model: MaskedAutoencoderViT, state_dict: dict, path: str,
-                            allow_missing_decoder: bool = True) -> list:
-    """Load weights, refusing unknown keys and wrong shapes with a message naming them.
+class MissingSettingsError(CheckpointError):
+    """Settings that a file does not record and that change the scores; the message names each
+    one, why it cannot be read, and how to supply it."""
 
-    Returns the decoder keys that were missing (an encoder-only checkpoint); the
+    def __init__(self, path, missing: dict):
+        self.path, self.missing = str(path), dict(missing)
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
+        super().__init__(f"{path}: cannot tell {', '.join(self.missing)} from the file ({reasons}). mimmia does "
+                         f"not guess settings that change the scores: {settings_howto(Path(path).name, missing)}")
+
+
+def config_from_fields(fields: dict, path) -> MAEConfig:
+    """An MAEConfig, or a CheckpointError naming the file and the bad setting."""
+    try:
+        return MAEConfig.from_dict(fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: these settings do not make an MAE ({e})") from e
+
+
+def expected_shapes(config: MAEConfig) -> dict:
+    """Weight name -> shape of an MAE with this config, from a model on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = MaskedAutoencoderViT(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_weight_shapes(config: MAEConfig, shapes: dict, path, allow_missing_decoder: bool = True) -> list:
+    """Refuse weights (name -> shape) that do not fit `config`, before any model is allocated.
+
+    Returns the decoder keys that are missing (an encoder-only checkpoint); the
     caller must not let those random weights be used for reconstruction.
     """
-    expected = model.state_dict()
-    unknown = sorted(set(state_dict) - set(expected))
+    expected = expected_shapes(config)
+    unknown = sorted(set(shapes) - set(expected))
     if unknown:
         raise CheckpointError(f"{path}: unknown weights {unknown[:6]}{' ...' if len(unknown) > 6 else ''} "
                               f"for an MAE of this architecture")
-    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-             for k, v in state_dict.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    wrong = [f"{k}: file {tuple(v)} vs model {expected[k]}" for k, v in shapes.items() if tuple(v) != expected[k]]
     if wrong:
-        raise CheckpointError(f"{path}: shape mismatch for {'; '.join(wrong[:4])}")
-    missing = sorted(set(expected) - set(state_dict))
+        raise CheckpointError(f"{path}: the weights do not fit the settings: shape mismatch for "
+                              f"{'; '.join(wrong[:4])}")
+    missing = sorted(set(expected) - set(shapes))
     missing_decoder = decoder_keys(missing)
     missing_encoder = [k for k in missing if k not in missing_decoder]
     if missing_encoder:
         raise CheckpointError(f"{path}: missing encoder weights {missing_encoder[:6]}")
     if missing_decoder and not allow_missing_decoder:
         raise CheckpointError(f"{path}: missing decoder weights {missing_decoder[:6]}")
-    model.load_state_dict(state_dict, strict=False)
+    if missing_decoder and len(missing_decoder) != len(decoder_keys(expected)):
+        raise CheckpointError(f"{path}: the decoder is incomplete; missing {missing_decoder[:6]}")
     return missing_decoder
+
+
+def model_from_weights(config: MAEConfig, state: dict, path, device="cpu",
+                       allow_missing_decoder: bool = True) -> tuple[MaskedAutoencoderViT, list]:
+    """(model in eval mode on `device`, missing decoder keys): shapes checked first, then built and loaded."""
+    missing = check_weight_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, path,
+                                  allow_missing_decoder)
+    model = MaskedAutoencoderViT(config)
+    model.load_state_dict(state, strict=False)
+    return model.to(device).eval(), missing
+
+
+def settings_provenance(given: dict, assumed: dict) -> dict:
+    """What the caller supplied and what was assumed rather than read, for provenance and reports."""
+    out = {}
+    if given:
+        out["settings_given"] = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+    if assumed:
+        out["settings_assumed"] = dict(assumed)
+    return out
 
 
 def save_checkpoint(model: MaskedAutoencoderViT, path, provenance: dict | None = None,
@@ -168,35 +217,57 @@ def read_safetensors(path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
-def load_own_checkpoint(path, device="cpu") -> LoadedModel:
+def safetensors_shapes(path) -> dict:
+    """Weight name -> shape from a .safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def load_own_checkpoint(path, device="cpu", config=None) -> LoadedModel:
+    """A mimmia folder; `config` (MAEConfig fields) overrides what mimmia.json says."""
     path = Path(path)
     try:
         meta = json.loads((path / META_FILE).read_text())
-        config = MAEConfig.from_dict(meta["config"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        fields = dict(meta["config"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path / META_FILE}: not a readable mimmia config ({e})") from e
-    state = read_safetensors(path / WEIGHTS_FILE)
-    model = MaskedAutoencoderViT(config)
-    state = {k: v.float() for k, v in state.items()}
-    missing = load_state_dict_checked(model, state, str(path))
-    return LoadedModel(model.to(device).eval(), str(path), "mimmia", not missing,
-                       meta.get("provenance", {}), missing)
+    assumed = {}
+    if "layer_norm_eps" not in fields:
+        fields["layer_norm_eps"] = MAEConfig.layer_norm_eps
+        assumed["layer_norm_eps"] = f"an older {META_FILE} without it; mimmia then always used 1e-6"
+    given = check_settings(config, f"{path} settings")
+    cfg = config_from_fields({**fields, **given}, path / META_FILE)
+    check_weight_shapes(cfg, safetensors_shapes(path / WEIGHTS_FILE), path)
+    state = {k: v.float() for k, v in read_safetensors(path / WEIGHTS_FILE).items()}
+    model, missing = model_from_weights(cfg, state, path, device)
+    provenance = {**meta.get("provenance", {}), **settings_provenance(given, assumed)}
+    return LoadedModel(model, str(path), "mimmia", not missing, provenance, missing)
 
 
-def load_model(path, device="cpu", config: MAEConfig | None = None) -> LoadedModel:
-    """Load any supported checkpoint: a mimmia directory, a Hugging Face ViTMAE
-    directory, or an official MAE .pth file (architecture inferred from the
-    weights unless `config` is given)."""
+def load_model(path, device="cpu", config=None) -> LoadedModel:
+    """Load any supported checkpoint: a mimmia folder, a Hugging Face ViTMAE (or timm)
+    folder, or an official MAE .pth / .safetensors file.
+
+    `path` may carry settings the file cannot tell, as 'PATH?key=value&...' (MAEConfig
+    field names), or be a ModelRef; `config` (a dict of fields or an MAEConfig) adds
+    more. Settings that a format does not define are never guessed: a
+    MissingSettingsError names them.
+    """
     from . import foreign
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+    ref = model_ref(path, config)
+    try:
+        path = require_exists(ref.path, "checkpoint")
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
     if path.is_dir():
         if (path / META_FILE).exists():
-            return load_own_checkpoint(path, device)
+            return load_own_checkpoint(path, device, ref.config)
         if (path / "config.json").exists():
-            return foreign.load_hf_vitmae(path, device)
+            return foreign.load_hf_vitmae(path, device, ref.config)
         raise CheckpointError(f"{path}: a directory with neither {META_FILE} (mimmia) nor config.json "
                               f"(Hugging Face ViTMAE)")
-    return foreign.load_official_mae(path, device, config=config)
+    return foreign.load_official_mae(path, device, config=ref.config)

@@ -16,15 +16,23 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (CheckpointError, LoadedModel, decoder_keys, load_state_dict_checked, read_safetensors,
-                         torch_load_checked)
+from .checkpoint import (CheckpointError, LoadedModel, MissingSettingsError, config_from_fields, decoder_keys,
+                         model_from_weights, read_safetensors, settings_provenance, torch_load_checked)
 from .model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MAEConfig, MaskedAutoencoderViT
+from .model_ref import check_settings
 
-# Heads cannot be read from weights (qkv is 3D x D for any head count): the
-# official widths use the official presets, other widths assume 64-wide heads.
-OFFICIAL_HEADS = {768: 12, 1024: 16, 1280: 16}
-OFFICIAL_DECODER_HEADS = {512: 16}
-HEAD_DIM = 64
+# Heads cannot be read from weights (qkv is 3D x D for any head count); only the
+# official presets' published shapes define them.
+OFFICIAL_ENCODERS = {(c.embed_dim, c.depth, c.patch_size): name for name, c in PRESETS.items()
+                     if name.startswith("mae_vit_")}
+OFFICIAL_DECODER = (PRESETS["mae_vit_base_patch16"].decoder_embed_dim, PRESETS["mae_vit_base_patch16"].decoder_depth)
+OFFICIAL_DECODER_HEADS = PRESETS["mae_vit_base_patch16"].decoder_num_heads
+OFFICIAL_LAYER_NORM_EPS = 1e-6
+# the official releases that carry a decoder: (preset, trained with norm_pix_loss)
+_SIZES = {"base": "mae_vit_base_patch16", "large": "mae_vit_large_patch16", "huge": "mae_vit_huge_patch14"}
+OFFICIAL_RELEASES = {**{f"mae_visualize_vit_{size}.pth": (preset, False) for size, preset in _SIZES.items()},
+                     "mae_visualize_vit_large_ganloss.pth": (_SIZES["large"], False),
+                     **{f"mae_pretrain_vit_{size}_full.pth": (preset, True) for size, preset in _SIZES.items()}}
 ARGS_KEPT = ("model", "mask_ratio", "norm_pix_loss", "input_size", "epochs", "batch_size", "blr", "weight_decay")
 
 
@@ -72,94 +80,134 @@ def _count_blocks(keys, prefix: str, path) -> int:
     return len(found)
 
 
-def _guess_heads(width: int, table: dict) -> int | None:
-    if width in table:
-        return table[width]
-    return width // HEAD_DIM if width % HEAD_DIM == 0 else None
-
-
-def infer_official_config(sd: dict, path="state dict", preset: str | None = None) -> tuple[dict, str]:
-    """Architecture fields read from official-name weights, and how the heads were chosen.
+def infer_official_config(sd: dict, path="state dict") -> dict:
+    """The architecture fields that official-name weights (name -> tensor or shape) do tell.
 
     Patch size, channels and width come from patch_embed.proj.weight, the image
     size from pos_embed's length, depths from the numbered blocks, mlp_ratio
-    from fc1. Heads: the named official `preset` (training args.model) if its
-    widths match, else the official table (768->12, 1024->16, 1280->16, decoder
-    512->16), else width / 64; None when the width is not a multiple of 64.
+    from fc1. Head counts and preprocessing are not in weights: see official_settings.
     """
-    needed = [k for k in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight") if k not in sd]
+    shape = {k: tuple(getattr(v, "shape", v)) for k, v in sd.items()}
+    needed = [k for k in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight") if k not in shape]
     if needed:
         raise CheckpointError(f"{path}: not an MAE/ViT state dict with official key names; missing {needed} "
                               f"(found e.g. {sorted(sd)[:5]})")
-    width, in_chans, patch, _ = sd["patch_embed.proj.weight"].shape
-    grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
-    if grid * grid != sd["pos_embed"].shape[1] - 1:
-        raise CheckpointError(f"{path}: pos_embed has {sd['pos_embed'].shape[1]} rows, not a square grid plus cls")
+    width, in_chans, patch, _ = shape["patch_embed.proj.weight"]
+    grid = math.isqrt(shape["pos_embed"][1] - 1)
+    if grid * grid != shape["pos_embed"][1] - 1:
+        raise CheckpointError(f"{path}: pos_embed has {shape['pos_embed'][1]} rows, not a square grid plus cls")
     arch = dict(img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=width,
-                depth=_count_blocks(sd, "blocks", path), mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / width)
-    if "decoder_embed.weight" in sd:
-        arch.update(decoder_embed_dim=sd["decoder_embed.weight"].shape[0],
+                depth=_count_blocks(sd, "blocks", path), mlp_ratio=shape["blocks.0.mlp.fc1.weight"][0] / width)
+    if "decoder_embed.weight" in shape:
+        arch.update(decoder_embed_dim=shape["decoder_embed.weight"][0],
                     decoder_depth=_count_blocks(sd, "decoder_blocks", path))
-        fc1 = sd.get("decoder_blocks.0.mlp.fc1.weight")
-        if fc1 is not None and fc1.shape[0] / arch["decoder_embed_dim"] != arch["mlp_ratio"]:
+        fc1 = shape.get("decoder_blocks.0.mlp.fc1.weight")
+        if fc1 is not None and fc1[0] / arch["decoder_embed_dim"] != arch["mlp_ratio"]:
             raise CheckpointError(f"{path}: encoder and decoder MLPs have different ratios "
-                                  f"({arch['mlp_ratio']} vs {fc1.shape[0] / arch['decoder_embed_dim']}), "
+                                  f"({arch['mlp_ratio']} vs {fc1[0] / arch['decoder_embed_dim']}), "
                                   f"which this MAE does not support")
-    known = PRESETS.get(preset) if isinstance(preset, str) else None
-    if known and known.embed_dim == width and ("decoder_embed_dim" not in arch
-                                               or known.decoder_embed_dim == arch["decoder_embed_dim"]):
-        arch.update(num_heads=known.num_heads, decoder_num_heads=known.decoder_num_heads)
-        return arch, f"preset {preset} (training args)"
-    arch["num_heads"] = _guess_heads(width, OFFICIAL_HEADS)
-    arch["decoder_num_heads"] = _guess_heads(arch.get("decoder_embed_dim", MAEConfig.decoder_embed_dim),
-                                             OFFICIAL_DECODER_HEADS)
-    return arch, f"official widths, else width/{HEAD_DIM}"
+    return arch
 
 
-def _from_official_state(sd: dict, path: Path, device, config, args: dict, provenance: dict,
-                         source_format: str) -> LoadedModel:
+def _official_heads(arch: dict, known: dict, assumed: dict, missing: dict) -> None:
+    """num_heads / decoder_num_heads: known (caller, training args, timm), else an official preset's shape."""
+    shape = (arch["embed_dim"], arch["depth"], arch["patch_size"])
+    if "num_heads" not in known:
+        preset = OFFICIAL_ENCODERS.get(shape)
+        if preset:
+            known["num_heads"] = PRESETS[preset].num_heads
+            assumed["num_heads"] = (f"the weights have the shape of the official {preset} "
+                                    f"({shape[0]} wide, {shape[1]} deep), published with {known['num_heads']} heads")
+        else:
+            missing["num_heads"] = (f"an encoder {shape[0]} wide and {shape[1]} deep (patch {shape[2]}) has no "
+                                    f"official shape, and weights do not record head counts")
+    if "decoder_embed_dim" not in arch or "decoder_num_heads" in known:
+        return  # encoder-only: the placeholder decoder is never used
+    shape = (arch["decoder_embed_dim"], arch["decoder_depth"])
+    if shape == OFFICIAL_DECODER:
+        known["decoder_num_heads"] = OFFICIAL_DECODER_HEADS
+        assumed["decoder_num_heads"] = (f"the decoder has the official shape ({shape[0]} wide, {shape[1]} deep), "
+                                        f"published with {OFFICIAL_DECODER_HEADS} heads")
+    else:
+        missing["decoder_num_heads"] = (f"a decoder {shape[0]} wide and {shape[1]} deep has no official shape, and "
+                                        f"weights do not record head counts")
+
+
+def _official_preprocessing(arch: dict, name: str, known: dict, assumed: dict, missing: dict) -> None:
+    """mean/std, norm_pix_loss and LayerNorm eps, where the official format defines them."""
+    if "mean" not in known and "std" not in known and arch["in_chans"] == 3:
+        known.update(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        assumed["mean"] = assumed["std"] = "MAE's own code normalises RGB input with ImageNet mean/std"
+    for field in ("mean", "std"):
+        if field not in known:
+            missing[field] = (f"a .pth does not record its preprocessing, and nothing defines it for "
+                              f"{arch['in_chans']}-channel input" if arch["in_chans"] != 3 else
+                              "given without the other; give both")
+    release, norm_pix_loss = OFFICIAL_RELEASES.get(name, (None, None))
+    if "norm_pix_loss" not in known:
+        if release and OFFICIAL_ENCODERS.get((arch["embed_dim"], arch["depth"], arch["patch_size"])) == release:
+            known["norm_pix_loss"] = norm_pix_loss
+            assumed["norm_pix_loss"] = (f"the official release {name} was trained "
+                                        f"{'with' if norm_pix_loss else 'without'} norm_pix_loss")
+        elif "decoder_embed_dim" in arch:
+            missing["norm_pix_loss"] = ("the file has no training args, so it does not say whether the decoder "
+                                        "predicts pixels or per-patch normalised pixels")
+    if "layer_norm_eps" not in known:
+        known["layer_norm_eps"] = OFFICIAL_LAYER_NORM_EPS
+        assumed["layer_norm_eps"] = f"MAE's own code (and timm's ViT) use LayerNorm eps {OFFICIAL_LAYER_NORM_EPS}"
+
+
+def _from_args(args: dict, arch: dict, path) -> dict:
+    """Settings a training checkpoint's args record: the model preset's heads, norm_pix_loss; input_size checked."""
+    known = {}
+    if isinstance(args.get("input_size"), int) and args["input_size"] != arch["img_size"]:
+        raise CheckpointError(f"{path}: the training args say input_size {args['input_size']}, but pos_embed is "
+                              f"for {arch['img_size']}x{arch['img_size']} images")
+    preset = PRESETS.get(args.get("model")) if isinstance(args.get("model"), str) else None
+    if preset is not None and (preset.embed_dim, preset.depth, preset.patch_size) == (
+            arch["embed_dim"], arch["depth"], arch["patch_size"]):
+        known["num_heads"] = preset.num_heads
+        if (arch.get("decoder_embed_dim"), arch.get("decoder_depth")) == (preset.decoder_embed_dim,
+                                                                          preset.decoder_depth):
+            known["decoder_num_heads"] = preset.decoder_num_heads
+    if "norm_pix_loss" in args:
+        known["norm_pix_loss"] = bool(args["norm_pix_loss"])
+    return known
+
+
+def official_settings(arch: dict, path, given: dict, read: dict) -> tuple[dict, dict]:
+    """(MAEConfig fields, {field: why it was assumed}) for official-name weights.
+
+    Precedence: `given` (the caller), then `read` (training args, a timm config),
+    then only what the official format itself defines (the presets' published
+    shapes, ImageNet mean/std for RGB, the official releases' norm_pix_loss,
+    LayerNorm eps 1e-6). Anything else raises MissingSettingsError.
+    """
+    known, assumed, missing = {**read, **given}, {}, {}
+    _official_heads({**arch, **given}, known, assumed, missing)
+    _official_preprocessing({**arch, **given}, Path(str(path)).name, known, assumed, missing)
+    if missing:
+        raise MissingSettingsError(path, missing)
+    return {**arch, **known}, assumed
+
+
+def _refuse_classifier(sd: dict, path) -> None:
     head = sorted(k for k in sd if k.startswith(("head.", "fc_norm.")))
     if head:
         raise CheckpointError(
             f"{path}: holds a classification head ({', '.join(head[:4])}): this is a fine-tuned classifier, not an "
             f"MAE pre-training checkpoint. Fine-tuning changed its encoder, so it says nothing reliable about the "
             f"pre-training set; use a pre-training release (mae_pretrain_vit_*, mae_visualize_vit_*).")
-    overrides = config.to_dict() if isinstance(config, MAEConfig) else dict(config or {})
-    unknown = sorted(set(overrides) - set(MAEConfig.__dataclass_fields__))
-    if unknown:
-        raise CheckpointError(f"unknown MAEConfig fields in config: {unknown}")
-    arch, heads_source = infer_official_config(sd, path, args.get("model"))
-    fields = {**arch, **overrides}
-    unknown_heads = [f for f in ("num_heads", "decoder_num_heads") if fields[f] is None]
-    if unknown_heads:
-        raise CheckpointError(f"{path}: cannot tell {' and '.join(unknown_heads)} from the weights (the width is "
-                              f"not one of the official ones nor a multiple of {HEAD_DIM}); pass "
-                              f"config={{{', '.join(repr(f) + ': ...' for f in unknown_heads)}}}")
-    if "norm_pix_loss" in overrides:
-        pix_source = "caller config"
-    elif "norm_pix_loss" in args:
-        fields["norm_pix_loss"], pix_source = bool(args["norm_pix_loss"]), "training args"
-    elif path.name.endswith("_full.pth"):  # the official '_full' releases were trained with norm_pix_loss
-        fields["norm_pix_loss"], pix_source = True, "file name (official '_full' release)"
-    else:
-        pix_source = "not recorded in the file; assumed False"
-    if "mean" not in fields:  # official preprocessing for RGB; 0.5 / 0.5 otherwise
-        rgb = fields["in_chans"] == 3
-        fields["mean"] = IMAGENET_MEAN if rgb else (0.5,) * fields["in_chans"]
-        fields["std"] = IMAGENET_STD if rgb else (0.5,) * fields["in_chans"]
-    try:
-        cfg = MAEConfig.from_dict(fields)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot build an MAE from these weights and config ({e})") from e
 
-    dec_in_file = decoder_keys(sd)
-    model = MaskedAutoencoderViT(cfg)
-    missing = load_state_dict_checked(model, sd, str(path))
-    if missing and dec_in_file:
-        raise CheckpointError(f"{path}: the decoder is incomplete; missing {missing[:6]}")
-    provenance = {**provenance, "file": path.name, "num_heads_source": "caller config" if "num_heads" in overrides
-                  else heads_source, "norm_pix_loss_source": pix_source, **({"args": args} if args else {})}
-    return LoadedModel(model.to(device).eval(), str(path), source_format, not missing, provenance, missing)
+
+def _from_official_state(sd: dict, path, device, given: dict, read: dict, provenance: dict,
+                         source_format: str) -> LoadedModel:
+    _refuse_classifier(sd, path)
+    fields, assumed = official_settings(infer_official_config(sd, path), path, given, read)
+    config = config_from_fields(fields, path)
+    model, missing = model_from_weights(config, sd, path, device)
+    provenance = {**provenance, "file": Path(str(path)).name, **settings_provenance(given, assumed)}
+    return LoadedModel(model, str(path), source_format, not missing, provenance, missing)
 
 
 def load_official_mae(path, device="cpu", config: MAEConfig | dict | None = None) -> LoadedModel:
@@ -167,17 +215,19 @@ def load_official_mae(path, device="cpu", config: MAEConfig | dict | None = None
     a bare state dict with the same names (timm ViT weights such as
     vit_base_patch16_224.mae), or either as .safetensors.
 
-    The architecture is inferred from the weights (see infer_official_config).
-    `config` overrides it: a full MAEConfig, or a dict of fields, e.g.
-    {"num_heads": 4, "norm_pix_loss": True}. Encoder-only files (mae_pretrain_vit_*,
-    timm) load with has_decoder=False; their decoder is random and require_decoder()
-    refuses it.
+    The architecture is read from the weights; heads, preprocessing and target
+    space from `config` (MAEConfig fields), the training args, or what the
+    official format defines (see official_settings); never guessed. Encoder-only
+    files (mae_pretrain_vit_*, timm) load with has_decoder=False.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    given = check_settings(config, f"{path} settings")
     sd, args = _read_official(path)
-    return _from_official_state(sd, path, device, config, args, {"format": "official_mae"}, "official_mae")
+    read = _from_args(args, infer_official_config(sd, path), path)
+    provenance = {"format": "official_mae", **({"args": args} if args else {})}
+    return _from_official_state(sd, path, device, given, read, provenance, "official_mae")
 
 
 # --------------------------------------------------------------------------
@@ -261,37 +311,63 @@ def _read_json(path: Path) -> dict:
     return d
 
 
+def _shard_path(directory: Path, name, index: Path) -> Path:
+    """A shard named by an index file, confined to the model folder."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{index}: weight_map names a shard {name!r}, not a file name")
+    shard = (directory / name).resolve()
+    if not shard.is_relative_to(directory.resolve()):
+        raise CheckpointError(f"{index}: the shard {name!r} lies outside the model folder {directory}; "
+                              f"refused (an index may only name files inside its folder)")
+    return shard
+
+
 def _read_hub_weights(directory: Path) -> dict:
     """model.safetensors, sharded safetensors, or pytorch_model.bin (weights only)."""
     if (directory / "model.safetensors").exists():
         return _check_tensors(read_safetensors(directory / "model.safetensors"), directory)
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index}: no weight_map object naming the shards")
         sd = {}
-        for shard in shards:
-            sd.update(read_safetensors(directory / shard))
+        for name in sorted(set(map(str, weight_map.values()))):
+            sd.update(read_safetensors(_shard_path(directory, name, index)))
         return _check_tensors(sd, directory)
     if (directory / "pytorch_model.bin").exists():
         return _read_official(directory / "pytorch_model.bin")[0]
     raise CheckpointError(f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
-def _hf_preprocessing(directory: Path, channels: int) -> tuple[tuple, tuple, str]:
+def _hf_preprocessing(directory: Path, channels: int) -> dict:
+    """mean/std from preprocessor_config.json; {} where it does not state them."""
     pre = directory / "preprocessor_config.json"
-    if pre.exists():
-        p = _read_json(pre)
-        if "image_mean" in p and "image_std" in p:
-            mean, std = tuple(p["image_mean"]), tuple(p["image_std"])
-            if len(mean) != channels or len(std) != channels:
-                raise CheckpointError(f"{pre}: image_mean/image_std {mean} / {std} do not have {channels} values")
-            return mean, std, "preprocessor_config.json"
-    if channels == 3:
-        return IMAGENET_MEAN, IMAGENET_STD, "ImageNet defaults (no preprocessor_config.json)"
-    return (0.5,) * channels, (0.5,) * channels, "0.5 / 0.5 defaults (no preprocessor_config.json)"
+    if not pre.exists():
+        return {}
+    p = _read_json(pre)
+    if p.get("do_rescale", True) and not math.isclose(float(p.get("rescale_factor", 1 / 255)), 1 / 255):
+        raise CheckpointError(f"{pre}: rescale_factor {p['rescale_factor']} is not 1/255; mimmia scales pixels "
+                              f"to [0, 1] and cannot reproduce this preprocessing")
+    if p.get("do_normalize", True) is False:
+        return dict(mean=(0.0,) * channels, std=(1.0,) * channels)
+    if "image_mean" not in p or "image_std" not in p:
+        return {}
+    mean, std = p["image_mean"], p["image_std"]
+    mean, std = ([mean] * channels if isinstance(mean, (int, float)) else mean,
+                 [std] * channels if isinstance(std, (int, float)) else std)
+    if not isinstance(mean, list) or not isinstance(std, list) or len(mean) != channels or len(std) != channels:
+        raise CheckpointError(f"{pre}: image_mean/image_std {p['image_mean']} / {p['image_std']} do not have "
+                              f"{channels} values")
+    return dict(mean=tuple(mean), std=tuple(std))
 
 
-def _hf_config(cfg: dict, mean, std, path) -> MAEConfig:
+def _hf_fields(cfg: dict, path) -> tuple[dict, dict]:
+    """(MAEConfig fields, {field: assumed why}) from a ViTMAE config.json; transformers' defaults fill gaps."""
+    nulls = sorted(k for k in HF_DEFAULTS if k in cfg and cfg[k] is None)
+    if nulls:
+        raise CheckpointError(f"{path}/config.json: {', '.join(nulls)} {'is' if len(nulls) == 1 else 'are'} null; "
+                              f"give a value, or leave the key out for transformers' default")
     c = {**HF_DEFAULTS, **cfg}
     if c["hidden_act"] != "gelu":
         raise CheckpointError(f"{path}: hidden_act {c['hidden_act']!r} is not supported (MAE uses exact 'gelu')")
@@ -299,59 +375,79 @@ def _hf_config(cfg: dict, mean, std, path) -> MAEConfig:
         ratio = c["intermediate_size"] / c["hidden_size"]
         if c["decoder_intermediate_size"] / c["decoder_hidden_size"] != ratio:
             raise ValueError(f"encoder and decoder MLP ratios differ ({c['intermediate_size']}/{c['hidden_size']} "
-                             f"vs {c['decoder_intermediate_size']}/{c['decoder_hidden_size']}), which this MAE "
-                             f"does not support")
-        return MAEConfig(
+                             f"vs {c['decoder_intermediate_size']}/{c['decoder_hidden_size']})")
+        fields = dict(
             img_size=_square(c["image_size"], "image_size"), patch_size=_square(c["patch_size"], "patch_size"),
             in_chans=c["num_channels"], embed_dim=c["hidden_size"], depth=c["num_hidden_layers"],
             num_heads=c["num_attention_heads"], decoder_embed_dim=c["decoder_hidden_size"],
             decoder_depth=c["decoder_num_hidden_layers"], decoder_num_heads=c["decoder_num_attention_heads"],
-            mlp_ratio=ratio, layer_norm_eps=float(c["layer_norm_eps"]), norm_pix_loss=bool(c["norm_pix_loss"]),
-            mean=mean, std=std)
+            mlp_ratio=ratio, layer_norm_eps=c["layer_norm_eps"], norm_pix_loss=c["norm_pix_loss"])
     except (TypeError, ValueError, ZeroDivisionError) as e:
         raise CheckpointError(f"{path}: config.json does not describe a buildable MAE ({e})") from e
+    assumed = {k: f"not in config.json; transformers' ViTMAEConfig default {HF_DEFAULTS[k]!r}"
+               for k in HF_DEFAULTS if k not in cfg and k not in ("hidden_act", "mask_ratio")}
+    return fields, assumed
 
 
-def load_hf_vitmae(directory, device="cpu") -> LoadedModel:
+def _hf_key_names(raw: dict) -> str:
+    return ("transformers 5.x" if any(".q_proj." in k for k in raw) else
+            "transformers 5.x save_pretrained" if any("decoder_encoder.layer" in k for k in raw) else
+            "transformers 4.x")
+
+
+def load_hf_vitmae(directory, device="cpu", config=None) -> LoadedModel:
     """A Hugging Face hub directory: a transformers ViTMAEForPreTraining (or
     ViTMAEModel, encoder-only) with config.json, or a timm ViT encoder
     (config.json with 'architecture', e.g. timm/vit_base_patch16_224.mae).
 
-    LayerNorm eps is taken from config.json (transformers writes 1e-12), mean/std
-    from preprocessor_config.json when present, else ImageNet's.
+    The architecture, heads, LayerNorm eps and norm_pix_loss come from
+    config.json, mean/std from preprocessor_config.json; `config` (MAEConfig
+    fields) overrides them. Without a stated mean/std the load is refused.
     """
     directory = Path(directory)
+    given = check_settings(config, f"{directory} settings")
     cfg = _read_json(directory / "config.json")
     if "architecture" in cfg and "model_type" not in cfg:
-        return _load_timm_dir(directory, cfg, device)
+        return _load_timm_dir(directory, cfg, device, given)
     if cfg.get("model_type") != "vit_mae":
         raise CheckpointError(f"{directory}: config.json model_type is {cfg.get('model_type')!r}, not 'vit_mae'")
-    channels = cfg.get("num_channels", HF_DEFAULTS["num_channels"])
-    mean, std, pre_source = _hf_preprocessing(directory, channels)
-    config = _hf_config(cfg, mean, std, directory)
+    fields, assumed = _hf_fields(cfg, directory)
+    fields.update(_hf_preprocessing(directory, given.get("in_chans", fields["in_chans"])), **given)
+    missing = {f: "the folder has no preprocessor_config.json stating image_mean and image_std"
+               for f in ("mean", "std") if f not in fields}
+    if missing:
+        raise MissingSettingsError(directory, missing)
+    config = config_from_fields(fields, directory)
     raw = _read_hub_weights(directory)
-    sd = hf_to_official(raw, directory)
-    model = MaskedAutoencoderViT(config)
-    missing = load_state_dict_checked(model, sd, str(directory))
-    if missing and decoder_keys(sd):
-        raise CheckpointError(f"{directory}: the decoder is incomplete; missing {missing[:6]}")
-    names = ("transformers 5.x" if any(".q_proj." in k for k in raw) else
-             "transformers 5.x save_pretrained" if any("decoder_encoder.layer" in k for k in raw) else
-             "transformers 4.x")
-    provenance = {"format": "hf_vitmae", "architectures": cfg.get("architectures"), "key_names": names,
+    model, missing_decoder = model_from_weights(config, hf_to_official(raw, directory), directory, device)
+    provenance = {"format": "hf_vitmae", "architectures": cfg.get("architectures"), "key_names": _hf_key_names(raw),
                   "transformers_version": cfg.get("transformers_version"),
                   "mask_ratio": cfg.get("mask_ratio", HF_DEFAULTS["mask_ratio"]),
-                  "norm_pix_loss": config.norm_pix_loss, "layer_norm_eps": config.layer_norm_eps,
-                  "preprocessing_source": pre_source}
-    return LoadedModel(model.to(device).eval(), str(directory), "hf_vitmae", not missing, provenance, missing)
+                  **settings_provenance(given, {k: v for k, v in assumed.items() if k not in given})}
+    return LoadedModel(model, str(directory), "hf_vitmae", not missing_decoder, provenance, missing_decoder)
 
 
-def _load_timm_dir(directory: Path, cfg: dict, device) -> LoadedModel:
-    """timm hub weights use the official names; mean/std come from pretrained_cfg."""
+def timm_num_heads(architecture: str) -> int | None:
+    """The head count timm's registry gives an architecture name, or None for a name timm does not know."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(architecture, pretrained=False)
+        return int(model.blocks[0].attn.num_heads)
+    except Exception:  # noqa: BLE001 -- unknown names and non-ViT architectures alike mean "not known"
+        return None
+
+
+def _load_timm_dir(directory: Path, cfg: dict, device, given: dict) -> LoadedModel:
+    """timm hub weights use the official names; heads come from timm's architecture, mean/std from pretrained_cfg."""
     pre = cfg.get("pretrained_cfg") or {}
-    overrides = {k: tuple(pre[k]) for k in ("mean", "std") if k in pre}
+    read = {k: tuple(pre[k]) for k in ("mean", "std") if isinstance(pre.get(k), (list, tuple))}
+    heads = timm_num_heads(str(cfg["architecture"]))
+    if heads is not None:
+        read["num_heads"] = heads
     provenance = {"format": "timm", "architecture": cfg["architecture"], "tag": pre.get("tag")}
-    return _from_official_state(_read_hub_weights(directory), directory, device, overrides, {}, provenance, "timm")
+    return _from_official_state(_read_hub_weights(directory), directory, device, given, read, provenance, "timm")
 
 
 # --------------------------------------------------------------------------
@@ -384,15 +480,21 @@ def attach_decoder(encoder: LoadedModel, decoder_from: LoadedModel) -> LoadedMod
     old_decoder = set(decoder_keys(enc_sd))
     state = {k: v for k, v in enc_sd.items() if k not in old_decoder}
     state.update({k: dec_sd[k] for k in decoder_keys(dec_sd)})
-    model = MaskedAutoencoderViT(config)
     path = f"{encoder.path} + decoder of {decoder_from.path}"
-    load_state_dict_checked(model, state, path, allow_missing_decoder=False)
+    model, _ = model_from_weights(config, state, path, allow_missing_decoder=False)
     provenance = {"format": "attached", "encoder": {"path": encoder.path, "source_format": encoder.source_format,
                                                     "fingerprint": encoder.fingerprint, **encoder.provenance},
                   "decoder": {"path": decoder_from.path, "source_format": decoder_from.source_format,
                               "fingerprint": decoder_from.fingerprint}, "warnings": warnings}
     device = next(encoder.model.parameters()).device
     return LoadedModel(model.to(device).eval(), path, "attached", True, provenance, [])
+
+
+def _assumed(provenance: dict) -> dict:
+    """Every setting assumed rather than read, also those of an attached model's encoder."""
+    encoder = provenance.get("encoder", {}).get("settings_assumed", {}) if provenance.get("format") == "attached" \
+        else {}
+    return {**{f"encoder {k}": v for k, v in encoder.items()}, **provenance.get("settings_assumed", {})}
 
 
 def describe_checkpoint(loaded: LoadedModel) -> dict:
@@ -415,6 +517,7 @@ def describe_checkpoint(loaded: LoadedModel) -> dict:
         "has_decoder": loaded.has_decoder,
         "missing_decoder_keys": list(loaded.missing_decoder_keys),
         "parameters": counts,
+        "settings_assumed": _assumed(loaded.provenance),
         "provenance": loaded.provenance,
         "fingerprint": loaded.fingerprint,
     }

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mimmia_core.checkpoint import (META_FILE, WEIGHTS_FILE, CheckpointError, decoder_keys, load_model,
-                                    load_own_checkpoint, load_state_dict_checked, save_checkpoint)
+                                    load_own_checkpoint, model_from_weights, save_checkpoint)
 from mimmia_core.model import MaskedAutoencoderViT, build_model, mask_noise
 
 
@@ -65,7 +65,7 @@ def test_truncated_safetensors_is_refused(tiny_model, tmp_path):
 def test_corrupt_meta_is_refused(tiny_model, tmp_path, meta):
     save_checkpoint(tiny_model, tmp_path / "ck")
     (tmp_path / "ck" / META_FILE).write_text(meta)
-    with pytest.raises(CheckpointError, match="not a readable mimmia config"):
+    with pytest.raises(CheckpointError, match="not a readable mimmia config|these settings do not make an MAE"):
         load_model(tmp_path / "ck")
 
 
@@ -78,9 +78,8 @@ def test_weights_that_do_not_fit_the_config_are_refused(tiny_config, tiny_model,
     with pytest.raises(CheckpointError, match=r"shape mismatch for blocks.0.attn.proj.bias: file \(32,\) vs "
                                               r"model \(64,\)"):
         load_model(tmp_path / "ck")
-    model = MaskedAutoencoderViT(replace(tiny_config, depth=1))
     with pytest.raises(CheckpointError, match=r"unknown weights \['blocks.1"):
-        load_state_dict_checked(model, tiny_model.state_dict(), "x")
+        model_from_weights(replace(tiny_config, depth=1), tiny_model.state_dict(), "x")
 
 
 def test_old_meta_without_layer_norm_eps_loads(tiny_model, tmp_path):
@@ -94,14 +93,17 @@ def test_old_meta_without_layer_norm_eps_loads(tiny_model, tmp_path):
 def test_missing_weights(tiny_model):
     sd = tiny_model.state_dict()
     enc_only = {k: v for k, v in sd.items() if k not in decoder_keys(sd)}
-    fresh = MaskedAutoencoderViT(tiny_model.config)
-    missing = load_state_dict_checked(fresh, enc_only, "enc")
+    fresh, missing = model_from_weights(tiny_model.config, enc_only, "enc")
     assert set(missing) == set(decoder_keys(sd)) and "decoder_pred.weight" in missing
+    assert torch.equal(fresh.norm.weight, tiny_model.norm.weight)
     with pytest.raises(CheckpointError, match="missing decoder weights"):
-        load_state_dict_checked(fresh, enc_only, "enc", allow_missing_decoder=False)
+        model_from_weights(tiny_model.config, enc_only, "enc", allow_missing_decoder=False)
     no_norm = {k: v for k, v in sd.items() if k != "norm.weight"}
     with pytest.raises(CheckpointError, match=r"missing encoder weights \['norm.weight'\]"):
-        load_state_dict_checked(fresh, no_norm, "x")
+        model_from_weights(tiny_model.config, no_norm, "x")
+    half_decoder = {k: v for k, v in sd.items() if k != "decoder_norm.weight"}
+    with pytest.raises(CheckpointError, match="the decoder is incomplete"):
+        model_from_weights(tiny_model.config, half_decoder, "x")
 
 
 def test_encoder_only_own_checkpoint_refuses_reconstruction(tiny_model, tmp_path):

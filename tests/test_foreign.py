@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mimmia_core.checkpoint import CheckpointError, decoder_keys, load_model, save_checkpoint
+from mimmia_core.checkpoint import CheckpointError, MissingSettingsError, decoder_keys, load_model, save_checkpoint
 from mimmia_core.foreign import (attach_decoder, describe_checkpoint, infer_official_config, load_hf_vitmae,
-                                 load_official_mae)
+                                 load_official_mae, official_settings, timm_num_heads)
 from mimmia_core.model import build_model, mask_noise
 
 transformers = pytest.importorskip("transformers")
@@ -88,9 +88,17 @@ def to_official(hf_sd):
     return sd
 
 
+IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+
+
+def write_preprocessor(path, **p):
+    (path / "preprocessor_config.json").write_text(json.dumps(p or IMAGENET))
+
+
 def write_hf_dir(path, hf_model, sd, weights_file="model.safetensors"):
     path.mkdir()
     hf_model.config.to_json_file(str(path / "config.json"))
+    write_preprocessor(path)
     if weights_file.endswith(".safetensors"):
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path / weights_file))
     else:
@@ -101,6 +109,10 @@ def write_hf_dir(path, hf_model, sd, weights_file="model.safetensors"):
 # ---- (a) Hugging Face ViTMAE -----------------------------------------------
 def test_hf_save_pretrained_matches_transformers(hf, tmp_path):
     hf.save_pretrained(tmp_path / "hf")
+    with pytest.raises(MissingSettingsError, match=r"cannot tell mean, std .*no preprocessor_config.json.*"
+                                                   r"hf\?mean=M .*&std=S"):
+        load_model(tmp_path / "hf")
+    write_preprocessor(tmp_path / "hf")
     loaded = load_model(tmp_path / "hf")
     assert loaded.source_format == "hf_vitmae" and loaded.has_decoder
     c = loaded.config
@@ -110,7 +122,7 @@ def test_hf_save_pretrained_matches_transformers(hf, tmp_path):
     assert c.layer_norm_eps == 1e-12
     assert {m.eps for m in loaded.model.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-12}
     assert c.mean == (0.485, 0.456, 0.406) and not c.norm_pix_loss
-    assert loaded.provenance["preprocessing_source"].startswith("ImageNet defaults")
+    assert "settings_assumed" not in loaded.provenance  # save_pretrained writes every field
     assert_same_as_hf(loaded, hf)
     info = describe_checkpoint(loaded)
     count = {part: sum(p.numel() for n, p in hf.named_parameters() if n.startswith(prefix))
@@ -157,6 +169,7 @@ def test_hf_norm_pix_loss_eps_and_preprocessing(tmp_path):
 def test_hf_sharded_without_qkv_bias(tmp_path):
     hf = make_hf(seed=4, qkv_bias=False)
     hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    write_preprocessor(tmp_path / "hf")
     assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
     loaded = load_hf_vitmae(tmp_path / "hf")
     assert not loaded.model.blocks[0].attn.qkv.bias.any()
@@ -205,17 +218,18 @@ def test_official_training_checkpoint_matches_transformers(hf, tmp_path):
     assert loaded.source_format == "official_mae" and loaded.has_decoder
     assert loaded.provenance["args"] == {"model": "mae_custom", "mask_ratio": 0.75, "norm_pix_loss": False,
                                          "input_size": 16, "epoch": 41}
-    assert loaded.provenance["norm_pix_loss_source"] == "training args"
-    assert loaded.provenance["num_heads_source"] == "caller config"
+    assert loaded.provenance["settings_given"] == {**HEADS, "layer_norm_eps": 1e-12}
+    # norm_pix_loss came from the args; RGB mean/std are MAE's ImageNet constants, and say so
+    assert set(loaded.provenance["settings_assumed"]) == {"mean", "std"}
     assert_same_as_hf(loaded, hf)
-    # the inferred architecture, heads aside
-    arch, _ = infer_official_config(sd)
-    assert {k: arch[k] for k in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "decoder_embed_dim",
-                                 "decoder_depth", "mlp_ratio")} == dict(
-        img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, decoder_embed_dim=24, decoder_depth=1,
-        mlp_ratio=2.0)
-    assert arch["num_heads"] is None  # 32 is neither an official width nor a multiple of 64
-    with pytest.raises(CheckpointError, match="cannot tell num_heads and decoder_num_heads.*pass config="):
+    # the same through the PATH?key=value syntax of the model flags
+    same = load_model(f"{tmp_path / 'checkpoint-41.pth'}?num_heads=4&decoder_num_heads=3&layer_norm_eps=1e-12")
+    assert same.fingerprint == loaded.fingerprint
+    arch = infer_official_config(sd)
+    assert arch == dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, decoder_embed_dim=24,
+                        decoder_depth=1, mlp_ratio=2.0)
+    with pytest.raises(MissingSettingsError, match=r"cannot tell num_heads, decoder_num_heads .*no official shape.*"
+                                                   r"checkpoint-41.pth\?num_heads=N&decoder_num_heads=N"):
         load_official_mae(tmp_path / "checkpoint-41.pth")
 
 
@@ -223,9 +237,12 @@ def test_official_norm_pix_loss_bare_dict_and_module_prefix(tmp_path):
     hf = make_hf(norm_pix_loss=True, seed=5)
     sd = {"module." + k: v for k, v in to_official(hf.state_dict()).items()}
     torch.save(sd, tmp_path / "mae_pretrain_vit_tiny_full.pth")
-    loaded = load_official_mae(tmp_path / "mae_pretrain_vit_tiny_full.pth", config={**HEADS, "layer_norm_eps": 1e-12})
+    settings = {**HEADS, "layer_norm_eps": 1e-12}
+    # no args, and no official release of this shape: the target space is not guessed from the name
+    with pytest.raises(MissingSettingsError, match=r"cannot tell norm_pix_loss .*norm_pix_loss=true\|false"):
+        load_official_mae(tmp_path / "mae_pretrain_vit_tiny_full.pth", config=settings)
+    loaded = load_official_mae(tmp_path / "mae_pretrain_vit_tiny_full.pth", config={**settings, "norm_pix_loss": True})
     assert loaded.config.norm_pix_loss
-    assert loaded.provenance["norm_pix_loss_source"] == "file name (official '_full' release)"
     assert_same_as_hf(loaded, hf)
 
 
@@ -233,20 +250,59 @@ def _meta(shape):
     return torch.empty(shape, device="meta")
 
 
-@pytest.mark.parametrize("width, depth, patch, grid, heads, preset", [
-    (768, 12, 16, 14, 12, None), (1024, 24, 16, 14, 16, None), (1280, 32, 14, 16, 16, None),
-    (128, 2, 4, 7, 2, None), (192, 6, 4, 7, 3, "mae_small_28")])
-def test_architecture_inference(width, depth, patch, grid, heads, preset):
+def official_shapes(width, depth, patch, grid, decoder=(512, 8)):
     sd = {"patch_embed.proj.weight": _meta((width, 3, patch, patch)), "pos_embed": _meta((1, grid * grid + 1, width)),
-          "decoder_embed.weight": _meta((512 if preset is None else 128, width))}
+          "decoder_embed.weight": _meta((decoder[0], width))}
     for i in range(depth):
         sd[f"blocks.{i}.mlp.fc1.weight"] = _meta((4 * width, width))
-    sd["decoder_blocks.0.mlp.fc1.weight"] = _meta((4 * sd["decoder_embed.weight"].shape[0], 0))
-    arch, source = infer_official_config(sd, preset=preset)
-    assert (arch["embed_dim"], arch["depth"], arch["num_heads"], arch["patch_size"]) == (width, depth, heads, patch)
-    assert arch["img_size"] == grid * patch and arch["decoder_depth"] == 1 and arch["mlp_ratio"] == 4.0
-    assert arch["decoder_num_heads"] == (16 if preset is None else 4)
-    assert source.startswith("preset") == (preset is not None)
+    for i in range(decoder[1]):
+        sd[f"decoder_blocks.{i}.mlp.fc1.weight"] = _meta((4 * decoder[0], decoder[0]))
+    return sd
+
+
+@pytest.mark.parametrize("width, depth, patch, grid, heads, release", [
+    (768, 12, 16, 14, 12, "mae_visualize_vit_base.pth"), (1024, 24, 16, 14, 16, "mae_visualize_vit_large.pth"),
+    (1280, 32, 14, 16, 16, "mae_pretrain_vit_huge_full.pth")])
+def test_official_shapes_define_heads_preprocessing_and_release_target_space(width, depth, patch, grid, heads,
+                                                                              release):
+    arch = infer_official_config(official_shapes(width, depth, patch, grid))
+    assert (arch["embed_dim"], arch["depth"], arch["patch_size"], arch["img_size"]) == (width, depth, patch, 224)
+    fields, assumed = official_settings(arch, release, {}, {})
+    assert (fields["num_heads"], fields["decoder_num_heads"]) == (heads, 16)
+    assert fields["mean"] == (0.485, 0.456, 0.406) and fields["layer_norm_eps"] == 1e-6
+    assert fields["norm_pix_loss"] == release.endswith("_full.pth")
+    assert set(assumed) == {"num_heads", "decoder_num_heads", "mean", "std", "norm_pix_loss", "layer_norm_eps"}
+    # a release name on weights of another size says nothing
+    other = infer_official_config(official_shapes(768 if width != 768 else 1024, 12, 16, 14))
+    with pytest.raises(MissingSettingsError, match="cannot tell .*norm_pix_loss"):
+        official_settings(other, release, {"num_heads": 12}, {})
+
+
+@pytest.mark.parametrize("shapes, given, missing", [
+    (dict(width=128, depth=2, patch=4, grid=7, decoder=(128, 2)), {},
+     ["num_heads", "decoder_num_heads", "norm_pix_loss"]),
+    (dict(width=768, depth=12, patch=16, grid=14, decoder=(128, 2)), {"norm_pix_loss": False},
+     ["decoder_num_heads"]),
+    (dict(width=768, depth=6, patch=16, grid=14), {"norm_pix_loss": False}, ["num_heads"]),
+    (dict(width=768, depth=12, patch=16, grid=14), {"norm_pix_loss": False, "mean": (0.5,) * 3}, ["std"]),
+])
+def test_settings_no_format_defines_are_refused_by_name(shapes, given, missing):
+    arch = infer_official_config(official_shapes(**shapes))
+    with pytest.raises(MissingSettingsError) as e:
+        official_settings(arch, "off.pth", given, {})
+    assert list(e.value.missing) == missing
+    assert f"off.pth?{missing[0]}=" in str(e.value) and "--target" in str(e.value)
+
+
+def test_grayscale_official_file_needs_its_preprocessing():
+    sd = official_shapes(768, 12, 16, 14)
+    sd["patch_embed.proj.weight"] = _meta((768, 1, 16, 16))
+    arch = infer_official_config(sd)
+    with pytest.raises(MissingSettingsError, match="cannot tell mean, std .*1-channel") as e:
+        official_settings(arch, "gray.pth", {"norm_pix_loss": False}, {})
+    assert list(e.value.missing) == ["mean", "std"]
+    fields, assumed = official_settings(arch, "gray.pth", {"norm_pix_loss": False, "mean": (0.0,), "std": (1.0,)}, {})
+    assert fields["mean"] == (0.0,) and "mean" not in assumed and fields["num_heads"] == 12
 
 
 # ---- (c) encoder-only files and attach_decoder -----------------------------
@@ -286,6 +342,12 @@ def test_encoder_only_official_file_and_attach_decoder(tiny_model, tiny_images, 
         attach_decoder(shadow, encoder)
 
 
+def test_timm_architecture_names_give_heads():
+    assert timm_num_heads("vit_base_patch16_224") == 12
+    assert timm_num_heads("vit_small_patch16_224") == 6
+    assert timm_num_heads("no_such_architecture") is None
+
+
 def test_timm_vit_weights(tmp_path):
     from timm.models.vision_transformer import VisionTransformer
     vit = VisionTransformer(img_size=16, patch_size=4, embed_dim=64, depth=2, num_heads=1, num_classes=0)
@@ -294,12 +356,15 @@ def test_timm_vit_weights(tmp_path):
     (tmp_path / "timm" / "config.json").write_text(json.dumps({
         "architecture": "vit_test_patch4", "num_classes": 0, "global_pool": "token",
         "pretrained_cfg": {"tag": "mae", "mean": [0.4, 0.4, 0.4], "std": [0.3, 0.3, 0.3]}}))
-    loaded = load_model(tmp_path / "timm")
+    with pytest.raises(MissingSettingsError, match="cannot tell num_heads"):
+        load_model(tmp_path / "timm")  # timm knows no architecture of that name
+    loaded = load_model(f"{tmp_path / 'timm'}?num_heads=1")
     assert loaded.source_format == "timm" and not loaded.has_decoder
     assert loaded.config.mean == (0.4, 0.4, 0.4) and loaded.config.num_heads == 1
     ours = loaded.model.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in vit.state_dict().items())
-    single = load_model(tmp_path / "timm" / "model.safetensors")  # the weights file alone
+    single = load_model(tmp_path / "timm" / "model.safetensors", config={"num_heads": 1, "mean": (0.4,) * 3,
+                                                                        "std": (0.3,) * 3})  # the weights alone
     assert single.source_format == "official_mae" and single.fingerprint == loaded.fingerprint
 
     classifier = VisionTransformer(img_size=16, patch_size=4, embed_dim=64, depth=1, num_heads=1, num_classes=10)
@@ -362,7 +427,7 @@ def test_bad_official_files(tiny_model, tmp_path):
 
     def refused(obj, message, **kw):
         torch.save(obj, tmp_path / "x.pth")
-        with pytest.raises(CheckpointError, match=message):
+        with pytest.raises(ValueError, match=message):
             load_official_mae(tmp_path / "x.pth", **kw)
 
     cfg = {"config": tiny_model.config}
@@ -372,7 +437,7 @@ def test_bad_official_files(tiny_model, tmp_path):
     refused([1, 2, 3], "expected a state dict")
     refused({"epoch": 3, "note": "hi"}, "neither {'model': state_dict} nor a bare state dict")
     refused({"weight": torch.zeros(2)}, "not an MAE/ViT state dict with official key names")
-    refused({"model": sd}, "cannot build an MAE.*not divisible by its 5 heads", config={**HEADS, "num_heads": 5})
-    refused({"model": sd}, "unknown MAEConfig fields", config={"depthh": 5})
+    refused({"model": sd}, "do not make an MAE.*not divisible by its 5 heads", config={**cfg["config"].to_dict(), "num_heads": 5})
+    refused({"model": sd}, r"unknown setting\(s\) \['depthh'\]", config={"depthh": 5})
     with pytest.raises(CheckpointError, match="no such file"):
         load_official_mae(tmp_path / "missing.pth")
