@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,6 +26,9 @@ from .report import attack_table, jsonable, sweep_table, write_attack_report, wr
 from .scoring import AGGREGATES, DISTANCES, PRECISIONS, Scorer, ScoreSpec
 
 DEFAULT_RATIOS = "0.25,0.5,0.75,0.9"
+SETTINGS_HELP = ("settings a file cannot tell go after '?', as MAEConfig fields: "
+                 "off.pth?decoder_num_heads=4&mean=0&std=1 (a list field takes mean=0.5,0.5,0.5)")
+MODEL_FLAGS = ("target", "shadow", "reference", "decoder_from", "model", "path")
 AUTO_ATTACKS = ("paper", "calibrated", "lira")  # those the references allow
 
 
@@ -52,8 +56,25 @@ class ProgressBar:
 # Shared arguments
 # --------------------------------------------------------------------------
 def _device(name: str) -> torch.device:
+    """--device: auto, cpu, cuda, cuda:N or mps, refused with a reason when this machine lacks it."""
     from .train import default_device
-    return default_device() if name == "auto" else torch.device(name)
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: this machine has no CUDA GPU; use --device cpu (or auto)")
+        if (device.index or 0) >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: Apple MPS is not available here; use --device cpu (or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: mimmia runs on cpu, cuda or mps, not {device.type}")
+    return device
 
 
 def _add_run_args(p):
@@ -77,9 +98,10 @@ def _add_spec_args(p):
 
 def _add_experiment_args(p):
     p.add_argument("--demo", action="store_true", help="the bundled demo experiment (assets/demo)")
-    p.add_argument("--target", help="target checkpoint: mimmia dir, Hugging Face ViTMAE dir or official .pth")
-    p.add_argument("--shadow", help="shadow checkpoint (its threshold is applied to the target)")
-    p.add_argument("--reference", action="append", default=[], help="reference checkpoint (repeat)")
+    p.add_argument("--target", help="target checkpoint: mimmia dir, Hugging Face ViTMAE dir or official .pth; "
+                                    f"{SETTINGS_HELP}")
+    p.add_argument("--shadow", help="shadow checkpoint (its threshold is applied to the target); PATH?key=value too")
+    p.add_argument("--reference", action="append", default=[], help="reference checkpoint (repeat); PATH?key=value too")
     p.add_argument("--decoder-from", help="for an encoder-only target: 'shadow' or a checkpoint with a decoder")
     p.add_argument("--manifest", help="split manifest (JSON) naming every role's image ids")
     p.add_argument("--data", help="source spec the manifest's ids refer to (default: the manifest's own)")
@@ -289,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("score", help="per-image, per-mask distances of one model on one source (CSV)")
-    p.add_argument("--model", required=True, help="checkpoint")
+    p.add_argument("--model", required=True, help=f"checkpoint; {SETTINGS_HELP}")
     p.add_argument("--decoder-from", help="attach this checkpoint's decoder to an encoder-only model")
     p.add_argument("--data", required=True, help="source spec, e.g. npz:images.npz or fashion-mnist:test")
     p.add_argument("--out", required=True, help="CSV file to write")
@@ -298,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("inspect", help="describe a checkpoint")
-    p.add_argument("path")
+    p.add_argument("path", help=f"checkpoint; {SETTINGS_HELP}")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="pre-train an MAE")
@@ -334,16 +356,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_given(args, path: str) -> str | None:
+    """The model flag whose value names `path`, as the user typed it."""
+    for name in MODEL_FLAGS:
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and Path(value.partition("?")[0]) == Path(path):
+                return f"--{name.replace('_', '-')}" if name != "path" else "inspect PATH"
+    return None
+
+
+def _error_text(args, e: BaseException) -> str:
+    from .checkpoint import MissingSettingsError
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, MissingSettingsError) and (flag := _flag_given(args, e.path)):
+        example = "&".join(f"{f}=..." for f in e.missing)
+        text += f". In this command: {flag} '{Path(e.path).as_posix()}?{example}'"
+    return text
+
+
+def _check_out(args) -> None:
+    """--out must be writable before any work starts: a folder (attack, sweep, train, build-demo) or a file (score)."""
+    from .paths import check_output_dir, check_output_file
+    if getattr(args, "out", None):
+        (check_output_file if args.command == "score" else check_output_dir)(args.out, "--out")
+
+
 def main(argv=None) -> int:
+    """Run a command; a bad input is one line on stderr and exit code 2, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
+        _check_out(args)
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # CheckpointError is a ValueError
-        print(f"mimmia {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, KeyError) as e:  # CheckpointError is a ValueError
+        print(f"mimmia {args.command}: error: {_error_text(args, e)}", file=sys.stderr)
         return 2
-    except KeyError as e:  # an id missing from a source
-        print(f"mimmia {args.command}: error: {e.args[0]}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"mimmia {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- a bug, still no traceback unless asked for
+        if os.environ.get("MIMMIA_DEBUG"):
+            raise
+        print(f"mimmia {args.command}: internal error: {type(e).__name__}: {e} (this is a bug in mimmia; "
+              f"MIMMIA_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 __all__ = ["main", "build_parser", "ProgressBar"]

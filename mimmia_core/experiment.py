@@ -54,6 +54,7 @@ class Experiment:
 
 
 def _model(x, device) -> LoadedModel:
+    """A LoadedModel, a path, 'PATH?key=value' or {"path": ..., "config": {...}} -> LoadedModel."""
     return x if isinstance(x, LoadedModel) else load_model(x, device)
 
 
@@ -107,7 +108,11 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
 
 
 def experiment_file_args(path) -> dict:
-    """load_experiment keyword arguments from a JSON file; relative paths are relative to the file."""
+    """load_experiment keyword arguments from a JSON file; relative paths are relative to the file.
+
+    A model is a path ("models/t", "off.pth?decoder_num_heads=4") or an object
+    {"path": "off.pth", "config": {"decoder_num_heads": 4, "mean": [0.5], "std": [0.5]}}.
+    """
     path = Path(path)
     try:
         args = json.loads(path.read_text())
@@ -119,6 +124,8 @@ def experiment_file_args(path) -> dict:
         raise ValueError(f"{path}: an experiment file is a JSON object with 'target' and any of {sorted(allowed)}")
 
     def resolve(value):  # paths relative to the JSON file; source specs "kind:PATH" too
+        if isinstance(value, dict) and isinstance(value.get("path"), str):  # a model with its "config"
+            return {**value, "path": resolve(value["path"])}
         if not isinstance(value, str) or value in ("demo", "shadow"):
             return value
         kind, sep, rest = value.partition(":")

@@ -7,6 +7,7 @@ import re
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -14,7 +15,7 @@ from safetensors.torch import save_file
 from mimmia_core.checkpoint import CheckpointError, MissingSettingsError, decoder_keys, load_model, save_checkpoint
 from mimmia_core.foreign import (attach_decoder, describe_checkpoint, infer_official_config, load_hf_vitmae,
                                  load_official_mae, official_settings, timm_num_heads)
-from mimmia_core.model import build_model, mask_noise
+from mimmia_core.model import PRESETS, MAEConfig, build_model, mask_noise
 
 transformers = pytest.importorskip("transformers")
 
@@ -22,6 +23,9 @@ HF_ARCH = dict(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_
                num_attention_heads=4, intermediate_size=64, decoder_hidden_size=24, decoder_num_hidden_layers=1,
                decoder_num_attention_heads=3, decoder_intermediate_size=48)
 HEADS = {"num_heads": 4, "decoder_num_heads": 3}  # not readable from weights of these widths
+HEADLESS = MAEConfig(img_size=16, patch_size=4, in_chans=1, embed_dim=48, depth=2, num_heads=6, decoder_embed_dim=40,
+                     decoder_depth=1, decoder_num_heads=5, mean=(0.0,), std=(1.0,))
+PRESETS_HUGE = PRESETS["mae_vit_huge_patch14"].to_dict()
 
 
 def make_hf(norm_pix_loss=False, layer_norm_eps=1e-12, seed=0, **config):
@@ -441,3 +445,93 @@ def test_bad_official_files(tiny_model, tmp_path):
     refused({"model": sd}, r"unknown setting\(s\) \['depthh'\]", config={"depthh": 5})
     with pytest.raises(CheckpointError, match="no such file"):
         load_official_mae(tmp_path / "missing.pth")
+
+
+# ---- (e) a grayscale official-layout file trained elsewhere ----------------
+def independent_masked_errors(sd, imgs, noise, mask_ratio, heads, decoder_heads, patch):
+    """Per-image MSE over the masked patches, written from MAE's paper steps with torch.nn.functional only
+    (no mimmia, no timm): imgs (N, C, H, W) as the trainer fed them, noise (N, L)."""
+    F = torch.nn.functional
+
+    def block(x, pre, h):
+        n, t, d = x.shape
+        y = F.layer_norm(x, (d,), sd[pre + "norm1.weight"], sd[pre + "norm1.bias"], eps=1e-6)
+        q, k, v = F.linear(y, sd[pre + "attn.qkv.weight"], sd[pre + "attn.qkv.bias"]).view(n, t, 3, h, d // h) \
+            .permute(2, 0, 3, 1, 4)
+        a = ((q @ k.transpose(-1, -2)) * (d // h) ** -0.5).softmax(-1) @ v
+        x = x + F.linear(a.transpose(1, 2).reshape(n, t, d), sd[pre + "attn.proj.weight"], sd[pre + "attn.proj.bias"])
+        y = F.layer_norm(x, (d,), sd[pre + "norm2.weight"], sd[pre + "norm2.bias"], eps=1e-6)
+        y = F.linear(F.gelu(F.linear(y, sd[pre + "mlp.fc1.weight"], sd[pre + "mlp.fc1.bias"])),
+                     sd[pre + "mlp.fc2.weight"], sd[pre + "mlp.fc2.bias"])
+        return x + y
+
+    n, c, size, _ = imgs.shape
+    x = F.conv2d(imgs, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=patch)
+    x = x.flatten(2).transpose(1, 2) + sd["pos_embed"][:, 1:]
+    length, keep = x.shape[1], int(x.shape[1] * (1 - mask_ratio))
+    shuffle = noise.argsort(dim=1)
+    restore = shuffle.argsort(dim=1)
+    x = torch.gather(x, 1, shuffle[:, :keep, None].expand(-1, -1, x.shape[2]))
+    x = torch.cat([(sd["cls_token"] + sd["pos_embed"][:, :1]).expand(n, -1, -1), x], dim=1)
+    for i in range(len({k.split(".")[1] for k in sd if k.startswith("blocks.")})):
+        x = block(x, f"blocks.{i}.", heads)
+    x = F.layer_norm(x, (x.shape[2],), sd["norm.weight"], sd["norm.bias"], eps=1e-6)
+    x = F.linear(x, sd["decoder_embed.weight"], sd["decoder_embed.bias"])
+    rest = torch.cat([x[:, 1:], sd["mask_token"].expand(n, length - keep, -1)], dim=1)
+    x = torch.cat([x[:, :1], torch.gather(rest, 1, restore[..., None].expand(-1, -1, x.shape[2]))], dim=1)
+    x = x + sd["decoder_pos_embed"]
+    for i in range(len({k.split(".")[1] for k in sd if k.startswith("decoder_blocks.")})):
+        x = block(x, f"decoder_blocks.{i}.", decoder_heads)
+    x = F.layer_norm(x, (x.shape[2],), sd["decoder_norm.weight"], sd["decoder_norm.bias"], eps=1e-6)
+    pred = F.linear(x, sd["decoder_pred.weight"], sd["decoder_pred.bias"])[:, 1:]
+    g = size // patch
+    target = imgs.reshape(n, c, g, patch, g, patch).permute(0, 2, 4, 3, 5, 1).reshape(n, g * g, -1)
+    mask = torch.ones(n, length)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, restore)
+    return (((pred - target) ** 2).mean(-1) * mask).sum(1) / mask.sum(1)
+
+
+def test_foreign_grayscale_file_is_refused_then_reproduces_its_trainer(tmp_path):
+    from mimmia_core.data import ArraySource
+    from mimmia_core.scoring import ScoreSpec, score_images
+    gen = torch.Generator().manual_seed(7)
+    width, dec_width, patch, size = 48, 40, 4, 16  # no official shape: every head count is unknowable
+    model = build_model(replace(HEADLESS, embed_dim=width, num_heads=6, decoder_embed_dim=dec_width,
+                                decoder_num_heads=5), seed=3)
+    sd = {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in model.state_dict().items()}
+    torch.save({"model": sd}, tmp_path / "off.pth")  # no args: nothing but weights
+
+    with pytest.raises(MissingSettingsError) as refused:
+        load_model(tmp_path / "off.pth")
+    assert list(refused.value.missing) == ["num_heads", "decoder_num_heads", "mean", "std", "norm_pix_loss"]
+    assert "off.pth?num_heads=N&decoder_num_heads=N&mean=" in str(refused.value)
+
+    images = torch.randint(0, 256, (12, size, size, 1), generator=gen, dtype=torch.uint8)
+    spec = ScoreSpec(mask_ratio=0.75, num_masks=1, seed=11)
+    noise = mask_noise(spec.seed, range(12), 1, (size // patch) ** 2)[0]
+    raw = images.permute(0, 3, 1, 2).float() / 255  # the trainer fed raw [0, 1] pixels
+    with torch.no_grad():
+        expected = independent_masked_errors(sd, raw, noise, spec.mask_ratio, 6, 5, patch).double().numpy()
+    loaded = load_model(f"{tmp_path / 'off.pth'}?num_heads=6&decoder_num_heads=5&mean=0&std=1&norm_pix_loss=false")
+    got = score_images(loaded.model, ArraySource(images.numpy()), spec).per_mask[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert loaded.provenance["settings_given"]["mean"] == [0.0]
+    assert set(loaded.provenance["settings_assumed"]) == {"layer_norm_eps"}
+    # what a guess would have scored: other heads and MAE's grey defaults give other errors
+    guessed = load_model(tmp_path / "off.pth", config=dict(num_heads=1, decoder_num_heads=1, mean=(0.5,),
+                                                           std=(0.5,), norm_pix_loss=False))
+    wrong = score_images(guessed.model, ArraySource(images.numpy()), spec).per_mask[0]
+    assert np.abs(wrong / expected - 1).max() > 1e-2
+
+
+def test_a_tiny_meta_file_claiming_a_huge_model_is_refused_at_once(tiny_model, tmp_path):
+    import time
+    save_checkpoint(tiny_model, tmp_path / "ck")
+    meta = json.loads((tmp_path / "ck" / "mimmia.json").read_text())
+    meta["config"] = PRESETS_HUGE
+    (tmp_path / "ck" / "mimmia.json").write_text(json.dumps(meta))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="the weights do not fit the settings: shape mismatch"):
+        load_model(tmp_path / "ck")
+    assert time.perf_counter() - start < 5  # allocating the claimed model would take ~50 s and 6 GB
