@@ -19,7 +19,9 @@ import streamlit as st
 
 from mimmia_core.attacks import ATTACKS, run_attack, sweep
 from mimmia_core.cache import ScoreCache
-from mimmia_core.checkpoint import load_model
+from mimmia_core.checkpoint import MissingSettingsError, load_model
+from mimmia_core.model_ref import model_ref
+from mimmia_core.paths import missing_path_reason
 from mimmia_core.experiment import DEMO_DIR, load_demo_experiment, load_experiment, load_experiment_file
 from mimmia_core.scoring import AGGREGATES, DISTANCES, Scorer, ScoreSpec
 
@@ -115,6 +117,13 @@ def experiment():
 
 
 def error_text(e: BaseException) -> str:
+    """A failure in the dashboard's words: missing settings point at its own controls."""
+    if isinstance(e, MissingSettingsError):
+        reasons = "; ".join(f"{name}: {why}" for name, why in e.missing.items())
+        example = "&".join(f"{name}=..." for name in e.missing)
+        return (f"{Path(e.path).name}: cannot tell {', '.join(e.missing)} from the file ({reasons}). mimmia does "
+                f"not guess settings that change the scores. Give them under **Architecture hints** on the Models "
+                f"page, or add them to the checkpoint path in the experiment form: {Path(e.path).name}?{example}")
     text = str(e).strip() or type(e).__name__
     if isinstance(e, (ValueError, OSError, KeyError)):
         return text
@@ -295,14 +304,16 @@ def _load_model_cached(path: str, stamp: str, hints: tuple):
 
 
 def load_model_by_path(path: str, hints: tuple = ()):
-    """A checkpoint, cached on (path, modification time, size, hints) so a rewritten file is reloaded.
-    hints: (name, value) pairs of MAEConfig fields for official .pth files (e.g. num_heads)."""
-    p = Path(path).expanduser()
+    """A checkpoint ('PATH' or 'PATH?key=value&...'), cached on (path, modification time, size, settings) so a
+    rewritten file is reloaded. hints: (name, value) pairs of MAEConfig fields the file cannot tell."""
+    ref = model_ref(path.strip(), dict(hints))
+    p = Path(ref.path).expanduser()
     try:
         st_ = p.stat()
     except OSError as e:
-        raise FileNotFoundError(f"{p}: no such file or directory") from e
-    return _load_model_cached(str(p), f"{st_.st_mtime_ns}-{st_.st_size}", tuple(hints))
+        raise FileNotFoundError(f"{p}: {missing_path_reason(p)}") from e
+    settings = tuple(sorted(ref.config.items()))
+    return _load_model_cached(str(p), f"{st_.st_mtime_ns}-{st_.st_size}", settings)
 
 
 def score_axis(attack: str, spec: ScoreSpec) -> tuple[float, str]:

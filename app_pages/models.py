@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common
-from mimmia_core.checkpoint import load_model
+from mimmia_core.checkpoint import MissingSettingsError, load_model
 from mimmia_core.foreign import describe_checkpoint
 
 st.title("Models")
@@ -26,20 +26,43 @@ def _load_upload(digest: str, name: str, hints: tuple, _data: bytes):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(name).name
         path.write_bytes(_data)
-        loaded = load_model(str(path), "cpu", config=dict(hints) or None)
+        try:
+            loaded = load_model(str(path), "cpu", config=dict(hints) or None)
+        except MissingSettingsError as e:
+            raise MissingSettingsError(name, e.missing) from None
+        except ValueError as e:  # the file's messages name the upload, never the temporary path
+            raise ValueError(str(e).replace(str(path), name)) from None
     loaded.path = name
     return loaded
 
 
+def _numbers(text: str, label: str) -> tuple | None:
+    if not text.strip():
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ValueError(f"Architecture hints: {label} takes numbers separated by commas, got {text!r}") from None
+
+
 def architecture_hints() -> tuple:
-    """Head counts for official .pth files, which the weights do not always reveal."""
-    with st.expander("Architecture hints for official .pth files"):
-        st.caption("The weights give every width and depth, but not the number of attention heads when the width "
-                   "is not an official one. 0 infers it.")
-        c1, c2 = st.columns(2)
+    """The settings a file may not record: head counts, preprocessing, target space (MAEConfig fields)."""
+    with st.expander("Architecture hints: settings the file does not record"):
+        st.caption("Weights give every width and depth, but not the attention heads (unless the shape is an "
+                   "official one), nor a .pth file's preprocessing or target space. mimmia never guesses these; "
+                   "leave a field empty (0) to use what the file says.")
+        c1, c2, c3 = st.columns(3)
         heads = c1.number_input("Encoder attention heads", 0, 64, 0, key="models_heads")
         decoder_heads = c2.number_input("Decoder attention heads", 0, 64, 0, key="models_decoder_heads")
-    return tuple((k, int(v)) for k, v in (("num_heads", heads), ("decoder_num_heads", decoder_heads)) if v)
+        target = c3.selectbox("Decoder predicts", ["(from the file)", "pixels", "normalised patches"],
+                              key="models_norm_pix", help="normalised patches = trained with norm_pix_loss")
+        c1, c2 = st.columns(2)
+        mean = _numbers(c1.text_input("Mean, per channel", key="models_mean", placeholder="e.g. 0.5 or 0,0,0"),
+                        "Mean")
+        std = _numbers(c2.text_input("Std, per channel", key="models_std", placeholder="e.g. 0.5 or 1,1,1"), "Std")
+    hints = {"num_heads": int(heads) or None, "decoder_num_heads": int(decoder_heads) or None, "mean": mean,
+             "std": std, "norm_pix_loss": None if target.startswith("(") else target == "normalised patches"}
+    return tuple((k, v) for k, v in hints.items() if v is not None)
 
 
 loaded = None
@@ -87,6 +110,9 @@ with left:
     st.table(pd.DataFrame({"value": [str(v) for v in a.values()]}, index=list(a)))
     st.caption(f"{d['num_patches']} patches per image. Preprocessing: mean {d['preprocessing']['mean']}, "
                f"std {d['preprocessing']['std']}; norm_pix_loss {d['norm_pix_loss']}.")
+if d["settings_assumed"]:
+    st.info("**Settings assumed, not read from the file** (the format defines them):  \n" + "  \n".join(
+        f"- `{k}`: {why}" for k, why in d["settings_assumed"].items()))
 with right:
     st.subheader("Provenance")
     st.json(d["provenance"] or {"note": "the checkpoint records no provenance"}, expanded=2)

@@ -138,8 +138,11 @@ with st.form("experiment_form"):
     elif kind == "paths":
         c1, c2 = st.columns(2)
         fields["target"] = c1.text_input("Target checkpoint", key="exp_target",
-                                         help="A mimmia folder, an official MAE .pth, or a Hugging Face ViTMAE folder.")
-        fields["shadow"] = c2.text_input("Shadow checkpoint (optional)", key="exp_shadow")
+                                         help="A mimmia folder, an official MAE .pth, or a Hugging Face ViTMAE "
+                                              "folder. Settings the file does not record go after '?', e.g. "
+                                              "off.pth?decoder_num_heads=4&mean=0&std=1")
+        fields["shadow"] = c2.text_input("Shadow checkpoint (optional)", key="exp_shadow",
+                                         help="PATH or PATH?key=value&..., as for the target.")
         fields["references"] = tuple(line.strip() for line in st.text_area(
             "Reference checkpoints (optional, one per line)", key="exp_references").splitlines() if line.strip())
         c1, c2 = st.columns(2)

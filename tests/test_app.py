@@ -318,22 +318,28 @@ def official_pth(config, encoder_only: bool = False) -> bytes:
 def test_models_page_official_uploads():
     at = goto(start(), "models")
     at.radio(key="models_source").set_value("upload").run()
-    wide = replace(TINY, embed_dim=64, decoder_embed_dim=64)  # heads can be inferred from a multiple of 64
-    at.file_uploader(key="models_upload").set_value(("mae.pth", official_pth(wide), "application/octet-stream")).run()
-    assert_clean(at, "official upload")
+    at.file_uploader(key="models_upload").set_value(("tiny.pth", official_pth(TINY), "application/octet-stream")).run()
+    # a grey .pth of no official shape: heads, preprocessing and target space are refused, in the page's words
+    text = at.error[0].value
+    assert not at.exception and "Architecture hints" in text and "/tmp" not in text and "config=" not in text
+    assert all(name in text for name in ("num_heads", "decoder_num_heads", "mean", "std", "norm_pix_loss"))
+    at.number_input(key="models_heads").set_value(TINY.num_heads)
+    at.number_input(key="models_decoder_heads").set_value(TINY.decoder_num_heads)
+    at.text_input(key="models_mean").set_value(",".join(map(str, TINY.mean)))
+    at.text_input(key="models_std").set_value(",".join(map(str, TINY.std)))
+    at.selectbox(key="models_norm_pix").set_value("pixels").run()
+    assert_clean(at, "official upload with architecture hints")
     assert metric(at, "Format") == "official_mae" and metric(at, "Decoder") == "present"
+    assert at.table[0].value.loc["num_heads", "value"] == str(TINY.num_heads)
+    assert "layer_norm_eps" in at.info[0].value  # the one setting assumed, and shown as such
 
-    at.file_uploader(key="models_upload").set_value(("enc.pth", official_pth(wide, encoder_only=True),
+    at.file_uploader(key="models_upload").set_value(("enc.pth", official_pth(TINY, encoder_only=True),
                                                      "application/octet-stream")).run()
     assert_clean(at, "encoder-only upload")
     assert metric(at, "Decoder") == "missing" and "Encoder-only" in at.warning[0].value
 
-    at.file_uploader(key="models_upload").set_value(("tiny.pth", official_pth(TINY), "application/octet-stream")).run()
-    assert not at.exception and "num_heads" in at.error[0].value  # width 32: the heads cannot be inferred
-    at.number_input(key="models_heads").set_value(TINY.num_heads)
-    at.number_input(key="models_decoder_heads").set_value(TINY.decoder_num_heads).run()
-    assert_clean(at, "official upload with head hints")
-    assert at.table[0].value.loc["num_heads", "value"] == str(TINY.num_heads)
+    at.text_input(key="models_mean").set_value("a,b").run()
+    assert not at.exception and "Mean takes numbers" in at.error[0].value
 
 
 # --------------------------------------------------------------------------
