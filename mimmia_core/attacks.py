@@ -205,13 +205,9 @@ class AttackResult:
 
 
 def check_images_fit(loaded, source) -> None:
-    """Refuse a source whose images do not have the model's input size, naming both."""
-    c = loaded.config
-    want = (c.img_size, c.img_size, c.in_chans)
-    got = tuple(source.image_shape)
-    if got != want:
-        raise ValueError(f"{source.name}: images are {got[0]}x{got[1]} with {got[2]} channel(s), but the model "
-                         f"{loaded.path} expects {want[0]}x{want[1]} with {want[2]} channel(s)")
+    """Refuse a source whose images do not have the model's input size, saying how to fix it."""
+    from .data import check_images_fit as fit
+    fit(source, loaded.config.img_size, loaded.config.in_chans, str(loaded.path))
 
 
 def _checked_signals(attack: Attack, loaded, members, nonmembers, references, spec, scorer, aggregate):

@@ -3,7 +3,11 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import struct
+import warnings
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -141,7 +145,7 @@ def test_npz_round_trip_with_and_without_ids(tmp_path):
     with pytest.raises(ValueError, match="'images'"):
         load_npz(tmp_path / "bad.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable .npz"):
+    with pytest.raises(ValueError, match=r"junk.npz: it is not an .npz \(zip\) archive"):
         load_npz(tmp_path / "junk.npz")
 
 
@@ -170,6 +174,9 @@ def test_subset_order_positions_and_batches():
     assert s.positions_of([105, 100]).tolist() == [5, 0]
     with pytest.raises(KeyError, match="1 ids not in the source"):
         s.positions_of([100, 42])
+    with pytest.raises(ValueError, match="1 ids not in the source") as e:  # a ValueError too, and unquoted
+        s.positions_of([100, 42])
+    assert str(e.value) == "array: 1 ids not in the source, e.g. [42]"
     with pytest.raises(KeyError):
         s.subset([200])
     got = list(sub.batches(2))
@@ -403,3 +410,308 @@ def test_to_model_size_matches_pil():
         to_model_size(images.astype(np.float32), 16, 3)
     with pytest.raises(ValueError, match="in_chans"):
         to_model_size(images, 16, 4)
+
+
+# ---------------------------------------------------------------- bad input: clear errors, never a traceback
+def png_header(width, height):
+    """A PNG whose header claims width x height; its pixel data is garbage, so decoding it would fail."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", b"garbage") + chunk(b"IEND", b""))
+
+
+def symlink_loop(tmp_path, name):
+    (tmp_path / name).symlink_to(tmp_path / name)
+    return tmp_path / name
+
+
+def write_bad_npz(path, kind):
+    """Files that are not a readable .npz; np.load's own error, if any, is in the comment."""
+    images = np.zeros((3, 4, 4), np.uint8)
+    if kind == "random":  # ValueError: "pickled (object) data" (bytes that are no zip are tried as a pickle)
+        path.write_bytes(np.random.default_rng(0).bytes(200))
+    elif kind == "empty":  # EOFError: "No data left in file"
+        path.write_bytes(b"")
+    elif kind == "truncated":  # zipfile.BadZipFile: "File is not a zip file"
+        np.savez(path, images=images)
+        path.write_bytes(path.read_bytes()[:-30])
+    elif kind == "npy":  # no error: np.load returns the one array
+        with open(path, "wb") as f:
+            np.save(f, images)
+    elif kind == "bad-crc":  # zipfile.BadZipFile on reading the member: "Bad CRC-32"
+        np.savez(path, images=np.full((3, 4, 4), 7, np.uint8))
+        raw = path.read_bytes()
+        at = raw.index(bytes([7] * 48)) + 47
+        path.write_bytes(raw[:at] + b"\x08" + raw[at + 1:])
+    elif kind == "object":  # ValueError: "Object arrays cannot be loaded when allow_pickle=False"
+        np.savez(path, images=np.array([1, "a"], dtype=object))
+    elif kind == "not-npy":  # no error: a member without a .npy header comes back as bytes
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("images.npy", b"garbage")
+    elif kind == "folder":  # IsADirectoryError
+        path.mkdir()
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("random", r"it is not an .npz \(zip\) archive; save one with numpy.savez"),
+    ("empty", r"it is empty, not an .npz \(zip\) archive"),
+    ("truncated", r"starts like a zip archive but is cut short or damaged, so it is not a readable .npz \(zip\)"),
+    ("npy", r"it is a .npy file \(one array\), not an .npz \(zip\) archive"),
+    ("bad-crc", r"a damaged .npz archive \(Bad CRC-32"),
+    ("object", r"an array in the .npz cannot be read \(Object arrays cannot be loaded"),
+    ("not-npy", r"'images' in the archive is not a .npy array"),
+    ("folder", r"is a folder, not an .npz file; open a folder of images as folder:"),
+])
+def test_bad_npz_files_are_clear_errors(tmp_path, kind, message):
+    path = tmp_path / "data.npz"
+    write_bad_npz(path, kind)
+    for opener in (load_npz, lambda p: open_source(f"npz:{p}")):
+        with pytest.raises(ValueError, match=f"^{re.escape(str(path))}.*{message}"):
+            opener(path)
+
+
+@pytest.mark.parametrize("ids,message", [
+    (np.array([1.5, 2.0, 3.0]), "float ids such as 1.5"),
+    (np.array([2.0, 2.5, 3.0]), "float ids such as 2.5"),  # the example is a non-integer one
+    (np.array([1.0, 2.0, 3.0]), "float ids such as 1.0"),  # integer-valued floats too
+    (np.array([np.nan, 1.0, 2.0]), "float ids such as nan"),
+    (np.array([True, False, True]), "boolean ids such as True"),
+    (np.array(["a", "b", "c"]), "text ids such as 'a'"),
+])
+def test_npz_ids_must_be_integers(tmp_path, ids, message):
+    np.savez(tmp_path / "x.npz", images=np.zeros((3, 2, 2), np.uint8), ids=ids)
+    with pytest.raises(ValueError, match=re.escape(f"ids must be integers; the 'ids' array of {tmp_path / 'x.npz'} "
+                                                   f"holds {message}")):
+        load_npz(tmp_path / "x.npz")
+
+
+def test_npz_uint64_ids(tmp_path):
+    images = np.zeros((3, 2, 2), np.uint8)
+    np.savez(tmp_path / "ok.npz", images=images, ids=np.array([0, 7, 2 ** 63 - 1], np.uint64))
+    s = load_npz(tmp_path / "ok.npz")
+    assert s.ids.dtype == np.int64 and s.ids.tolist() == [0, 7, 2 ** 63 - 1]
+    np.savez(tmp_path / "big.npz", images=images, ids=np.array([0, 2 ** 63, 2 ** 64 - 1], np.uint64))
+    with pytest.raises(ValueError, match=r"ids must fit in int64 \(-2\*\*63 to 2\*\*63 - 1\); the 'ids' array of "
+                                         r".*big.npz holds 18446744073709551615"):
+        load_npz(tmp_path / "big.npz")
+
+
+@pytest.mark.parametrize("ids,message", [
+    ([0, 2 ** 63, 1], "ids must fit in int64 (-2**63 to 2**63 - 1); the ids of array holds 9223372036854775808"),
+    ([0, -2 ** 63 - 1, 1], "ids must fit in int64 (-2**63 to 2**63 - 1); the ids of array holds -9223372036854775809"),
+    ([0, 2 ** 70, 1], "ids must fit in int64"),
+    ([0, 1.5, 2], "ids must be integers; the ids of array holds float ids such as 1.5"),
+    ([0, 1, 2.0], "ids must be integers; the ids of array holds float ids such as 2.0"),
+    ([0, True, 2], "ids must be integers; the ids of array holds boolean ids such as True"),
+    ([0, None, 2], "ids must be integers; the ids of array holds NoneType ids such as None"),
+    (np.array([0, 1, 2 ** 63], np.uint64), "ids must fit in int64"),
+    (np.array([0.0, 1.0, 2.0], np.float32), "float ids such as 0.0"),
+])
+def test_array_source_refuses_bad_ids(ids, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ArraySource(np.zeros((3, 2, 2), np.uint8), ids=ids)
+
+
+def test_negative_and_extreme_ids_are_allowed():
+    ids = [-2 ** 63, -5, 2 ** 63 - 1]
+    s = ArraySource(np.arange(3, dtype=np.uint8).reshape(3, 1, 1), ids=ids)
+    assert s.ids.tolist() == ids and s.positions_of([2 ** 63 - 1, -2 ** 63]).tolist() == [2, 0]
+    assert s.subset([-5]).images([0])[0, 0, 0, 0] == 1
+
+
+@pytest.mark.parametrize("ids,message", [
+    ([2 ** 63], "ids must fit in int64 (-2**63 to 2**63 - 1); the ids asked of array holds 9223372036854775808"),
+    ([-2 ** 63 - 1], "ids must fit in int64"),
+    (np.array([2 ** 63], np.uint64), "ids must fit in int64"),
+    ([1.5], "ids must be integers; the ids asked of array holds float ids such as 1.5"),
+    (np.array([1.0]), "float ids such as 1.0"),
+    (["1"], "text ids such as '1'"),
+])
+def test_positions_of_and_subset_refuse_bad_ids(ids, message):
+    s = ArraySource(np.zeros((3, 2, 2), np.uint8))
+    for ask in (s.positions_of, s.subset):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            ask(ids)
+
+
+def test_empty_sources():
+    empty = ArraySource(np.zeros((0, 2, 2), np.uint8), name="nothing")
+    with pytest.raises(KeyError, match=r"nothing holds no images; 1 ids asked, e.g. \[3\]"):
+        empty.positions_of([3])
+    assert empty.positions_of([]).tolist() == [] and len(empty.subset([])) == 0
+    with pytest.raises(ValueError, match="nothing holds no images, so it has no image shape"):
+        empty.image_shape
+
+
+@pytest.mark.parametrize("opener", [
+    pytest.param(lambda p: load_npz(p), id="load_npz"),
+    pytest.param(lambda p: open_source(f"npz:{p}"), id="npz-spec"),
+    pytest.param(lambda p: ImageFolderSource(p), id="ImageFolderSource"),
+    pytest.param(lambda p: open_source(f"folder:{p}?mode=L"), id="folder-spec"),
+    pytest.param(lambda p: load_fashion_mnist(root=p), id="load_fashion_mnist"),
+    pytest.param(lambda p: open_source(f"fashion-mnist:test@{p}"), id="fashion-mnist-spec"),
+    pytest.param(lambda p: open_source(f"cifar10:{p}"), id="cifar10-spec"),
+])
+def test_symlink_loops_and_missing_paths(tmp_path, opener):
+    loop = symlink_loop(tmp_path, "loop")
+    with pytest.raises(FileNotFoundError, match=f"{re.escape(str(loop))}: a symlink loop"):
+        opener(loop)
+    with pytest.raises(FileNotFoundError, match=f"{re.escape(str(tmp_path / 'gone'))}: no such file or directory"):
+        opener(tmp_path / "gone")
+
+
+def test_folder_source_given_a_file(tmp_path):
+    np.savez(tmp_path / "x.npz", images=np.zeros((1, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"x.npz is a file, not a folder; .* or open the file as npz:"):
+        open_source(f"folder:{tmp_path / 'x.npz'}")
+
+
+@pytest.mark.parametrize("query,message", [
+    ("resize=0x32", "resize sides must each be 1 to 4096 pixels (MAX_SIDE), got 0x32"),
+    ("resize=32x4097", "resize sides must each be 1 to 4096 pixels (MAX_SIDE), got 32x4097"),
+    ("resize=100000x100000", "resize sides must each be 1 to 4096 pixels (MAX_SIDE), got 100000x100000"),
+    ("resize=-5x5", "resize must be HEIGHTxWIDTH in whole pixels, each 1 to 4096, e.g. resize=32x32"),
+    ("resize=3.5x4", "resize must be HEIGHTxWIDTH in whole pixels, each 1 to 4096"),
+    ("resize=3_2x32", "resize must be HEIGHTxWIDTH in whole pixels"),
+    ("resize=32", "resize must be HEIGHTxWIDTH in whole pixels"),
+    ("resize=32x32x3", "resize must be HEIGHTxWIDTH in whole pixels"),
+    ("resize=", "resize must be HEIGHTxWIDTH in whole pixels"),
+    ("mode=rgb", "mode must be L (grey) or RGB, got 'rgb'"),
+    ("mode=CMYK", "mode must be L (grey) or RGB, got 'CMYK'"),
+    ("mode=", "mode must be L (grey) or RGB, got ''"),
+    ("mode=L&mode=RGB", "folder options are mode=L|RGB and resize=HxW, each at most once"),
+    ("size=3", "folder options are mode=L|RGB and resize=HxW"),
+])
+def test_folder_spec_options_are_checked(tmp_path, query, message):
+    write_folder(tmp_path, np.random.default_rng(12), n_per_class=1)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        open_source(f"folder:{tmp_path}?{query}")
+
+
+@pytest.mark.parametrize("resize,message", [
+    ((0, 4), "resize sides must each be 1 to 4096 pixels (MAX_SIDE), got 0x4"),
+    ((4, 4097), "got 4x4097"),
+    ((3.5, 4), "resize must be (height, width), two whole numbers of pixels, got (3.5, 4)"),
+    ((True, 4), "two whole numbers"),
+    ((4,), "two whole numbers"),
+    ("4x4", "two whole numbers"),
+])
+def test_folder_resize_is_bounded(tmp_path, resize, message):
+    write_folder(tmp_path, np.random.default_rng(13), n_per_class=1)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ImageFolderSource(tmp_path, resize=resize)
+    assert ImageFolderSource(tmp_path, resize=(data.MAX_SIDE, 1)).size == (4096, 1)  # the limit itself is allowed
+
+
+@pytest.mark.parametrize("width,height,pixels", [
+    (5000, 5000, "5000x5000 = 25000000"),  # over our cap: refused from the header, the garbage pixels never read
+    (10000, 10000, "10000x10000 = 100000000"),  # over PIL's warning limit: no DecompressionBombWarning
+    (20000, 20000, "400000000"),  # over PIL's error limit: its DecompressionBombError, in our words
+])
+def test_images_over_the_pixel_cap_are_refused(tmp_path, width, height, pixels):
+    message = f"is {pixels} pixels, over the cap of 16777216 pixels (MAX_IMAGE_PIXELS); downscale it first"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=re.escape(f"the upload {message}")):
+            load_image_bytes(png_header(width, height), 28, 1, resize=True)
+        (tmp_path / "big.png").write_bytes(png_header(width, height))
+        with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'big.png'} {message}")):
+            ImageFolderSource(tmp_path)
+
+
+def test_pixel_cap_boundary(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 64)
+    assert load_image_bytes(png_bytes(np.zeros((8, 8), np.uint8)), 8, 1).shape == (8, 8, 1)
+    with pytest.raises(ValueError, match=r"the upload is 8x9 = 72 pixels, over the cap of 64 pixels"):
+        load_image_bytes(png_bytes(np.zeros((9, 8), np.uint8)), 8, 1, resize=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "b.png")
+    s = ImageFolderSource(tmp_path, resize=(8, 8))
+    assert s.images([0]).shape == (1, 8, 8, 1)
+    with pytest.raises(ValueError, match=r"b.png is 8x9 = 72 pixels, over the cap of 64 pixels"):
+        s.images([1])
+
+
+def test_palette_and_gif_folders_open_as_rgb(tmp_path):
+    grey = np.full((4, 4), 90, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.gif")  # GIFs open in mode P, even grey ones
+    Image.fromarray(grey).convert("P").save(tmp_path / "b.png")
+    s = ImageFolderSource(tmp_path)
+    assert s.mode == "RGB" and (s.images([0, 1]) == 90).all() and s.image_shape == (4, 4, 3)
+    assert ImageFolderSource(tmp_path, mode="L").image_shape == (4, 4, 1)
+
+
+def fit_message(source, img_size, in_chans):
+    with pytest.raises(ValueError) as e:
+        data.check_images_fit(source, img_size, in_chans, "models/m")
+    return str(e.value)
+
+
+def test_check_images_fit_folder_hints(tmp_path):
+    rgb, grey, odd = tmp_path / "rgb", tmp_path / "grey", tmp_path / "odd"
+    write_folder(rgb, np.random.default_rng(14), size=(8, 8), n_per_class=1)
+    grey.mkdir(), odd.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(grey / "0.png")
+    Image.fromarray(np.zeros((8, 10), np.uint8)).save(odd / "0.png")
+    data.check_images_fit(ImageFolderSource(rgb), 8, 3, "models/m")  # fits: no error
+    assert fit_message(ImageFolderSource(rgb), 8, 1) == (
+        "rgb: images are 8x8 with 3 channel(s), but the model models/m expects 8x8 with 1 channel(s); "
+        f"open the folder as folder:{rgb}?mode=L (mode=L turns colour into grey)")
+    assert fit_message(ImageFolderSource(grey), 8, 3).endswith(
+        f"open the folder as folder:{grey}?mode=RGB (mode=RGB repeats grey in 3 channels)")
+    assert fit_message(ImageFolderSource(odd), 8, 1).endswith(
+        f"open the folder as folder:{odd}?resize=8x8 (resize=8x8 center-crops and resizes each image)")
+    assert fit_message(ImageFolderSource(odd, mode="RGB", resize=(5, 5)), 8, 1).endswith(
+        f"folder:{odd}?mode=L&resize=8x8 (mode=L turns colour into grey; resize=8x8 center-crops and resizes "
+        f"each image)")
+    assert fit_message(ImageFolderSource(odd, mode="L", resize=(4, 4)), 8, 1).endswith(
+        f"folder:{odd}?mode=L&resize=8x8 (resize=8x8 center-crops and resizes each image)")
+    members = open_source(f"folder:{rgb}").subset([1], name="members")  # a subset speaks of its folder
+    assert fit_message(members, 8, 1).startswith("members: images are 8x8 with 3 channel(s)")
+    assert fit_message(members, 8, 1).endswith(f"folder:{rgb}?mode=L (mode=L turns colour into grey)")
+
+
+def test_check_images_fit_gif_folder_for_a_grey_model(tmp_path):
+    Image.fromarray(np.full((8, 8), 90, np.uint8)).save(tmp_path / "a.gif")
+    assert f"folder:{tmp_path}?mode=L (mode=L" in fit_message(ImageFolderSource(tmp_path), 8, 1)
+
+
+def test_check_images_fit_array_hints(tmp_path):
+    np.savez(tmp_path / "x.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
+    assert fit_message(load_npz(tmp_path / "x.npz").subset([0]), 8, 1).endswith(
+        f"the 'images' array of {tmp_path / 'x.npz'} must be uint8 shaped (N, 8, 8) or (N, 8, 8, 1); convert them "
+        f"(to_model_size crops, resizes and makes them grey) and save one with numpy.savez(PATH, images=..., "
+        f"ids=..., labels=...), then open it as npz:PATH")
+    message = fit_message(ArraySource(np.zeros((2, 6, 6), np.uint8), name="arr"), 8, 3)
+    assert message.startswith("arr: images are 6x6 with 1 channel(s), but the model models/m expects 8x8 with 3 ")
+    assert "; the images must be uint8 shaped (N, 8, 8, 3); convert them (to_model_size crops, resizes and " \
+           "makes them RGB)" in message
+
+
+def test_attacks_check_images_fit_speaks_the_same_words(tmp_path):
+    from types import SimpleNamespace
+
+    from mimmia_core.attacks import check_images_fit
+    write_folder(tmp_path, np.random.default_rng(15), size=(8, 8), n_per_class=1)
+    loaded = SimpleNamespace(config=SimpleNamespace(img_size=8, in_chans=1), path=tmp_path / "target")
+    with pytest.raises(ValueError, match=re.escape(f"the model {tmp_path / 'target'} expects 8x8 with 1 channel(s); "
+                                                   f"open the folder as folder:{tmp_path}?mode=L")):
+        check_images_fit(loaded, ImageFolderSource(tmp_path))
+
+
+@pytest.mark.parametrize("content,message", [
+    pytest.param(b"not gzip at all", "Not a gzipped file", id="not-gzip"),
+    pytest.param(gzip.compress(b"\0\0\x08\x01" + bytes(100), mtime=0)[:20],
+                 "Compressed file ended before the end-of-stream marker", id="cut-short"),
+])
+def test_unreadable_idx_files(tmp_path, content, message):
+    write_fake_mnist(tmp_path, np.random.default_rng(16), gz=True)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(content)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: cannot be read as an IDX file \(.*" + message):
+        load_fashion_mnist(tmp_path)
+
+
+def test_open_source_needs_a_string():
+    with pytest.raises(ValueError, match="a source spec is a string such as 'demo' or 'npz:PATH', got NoneType"):
+        open_source(None)
