@@ -4,13 +4,14 @@ A manifest names the data source, its fingerprint and the seed, so an attack
 run can be reproduced exactly and run against the same data again.
 """
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from .data import source_spec as spec_of
+from .data import as_ids, source_spec as spec_of
 from .atomic import atomic_write_text
+from .paths import require_exists
 
 ROLES = ("target_members", "target_nonmembers", "shadow_members", "shadow_nonmembers")
 
@@ -29,9 +30,12 @@ class SplitManifest:
     def __post_init__(self):
         if not isinstance(self.source, str) or not isinstance(self.source_fingerprint, str):
             raise ValueError("manifest: source and source_fingerprint must be strings")
-        self.seed = int(self.seed)
+        self.seed = _seed(self.seed)
         for role in ROLES:
             setattr(self, role, _id_list(getattr(self, role), role))
+        if not isinstance(self.reference_members, (list, tuple)):
+            raise ValueError(f"manifest: reference_members must be a list of id lists, one per reference model, "
+                             f"got {type(self.reference_members).__name__}")
         self.reference_members = [_id_list(ref, f"reference_{i}") for i, ref in enumerate(self.reference_members)]
         if not self.target_members or not self.target_nonmembers:
             raise ValueError("manifest: target members and non-members must both be non-empty")
@@ -75,22 +79,56 @@ class SplitManifest:
 
     @classmethod
     def load(cls, path) -> "SplitManifest":
+        path = require_exists(path, "split manifest")
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not a split manifest (a JSON file)")
         try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            d = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not a readable split manifest ({e})") from e
-        if not isinstance(d, dict) or d.pop("format", None) != "mimmia-split":
-            raise ValueError(f"{path}: not a mimmia split manifest (missing format: mimmia-split)")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: a split manifest is JSON, but this file is not ({e})") from e
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a split manifest is a JSON object, but this file holds a JSON "
+                             f"{JSON_TYPES.get(type(d), type(d).__name__)}")
+        fmt = d.pop("format", None)
+        if fmt != "mimmia-split":
+            raise ValueError(f"{path}: not a mimmia split manifest ("
+                             + (f"its format is {fmt!r}, not 'mimmia-split')" if fmt else "missing format: mimmia-split)"))
+        _check_keys(d, path)
         try:
             return cls(**d)
-        except (TypeError, ValueError) as e:
+        except ValueError as e:
             raise ValueError(f"{path}: malformed split manifest ({e})") from e
 
 
+JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _check_keys(d: dict, path) -> None:
+    """Refuse a manifest object with keys missing or unknown, naming them."""
+    known = [f.name for f in fields(SplitManifest)]
+    required = [f.name for f in fields(SplitManifest) if f.default is MISSING and f.default_factory is MISSING]
+    problems = [f"it lacks {', '.join(k for k in required if k not in d)}"] if set(required) - set(d) else []
+    problems += [f"unknown keys {', '.join(sorted(set(d) - set(known)))}"] if set(d) - set(known) else []
+    if problems:
+        raise ValueError(f"{path}: malformed split manifest ({'; '.join(problems)}); "
+                         f"its keys are format, {', '.join(known)}")
+
+
+def _seed(seed) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"manifest: seed must be a whole number >= 0, got {seed!r}")
+    return int(seed)
+
+
 def _id_list(ids, role: str) -> list:
-    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+    if isinstance(ids, (str, bytes, dict)) or not hasattr(ids, "__iter__"):
         raise ValueError(f"manifest: {role} must be a list of image ids, got {type(ids).__name__}")
-    out = [int(i) for i in ids]
+    out = as_ids(list(ids), f"manifest {role}")
+    if out.ndim != 1:
+        raise ValueError(f"manifest: {role} must be a flat list of image ids, got nested lists")
+    out = out.tolist()
     if len(set(out)) != len(out):
         raise ValueError(f"manifest: {role} lists an id more than once")
     return out
@@ -105,6 +143,7 @@ def make_split(source, source_spec: str | None, n_members: int, n_nonmembers: in
     n_members) from the rest, so references exclude every candidate. Ids are
     sorted within each set. source_spec=None takes the source's own `.spec`.
     """
+    seed = _seed(seed)
     n_ref = n_members if n_reference_members is None else n_reference_members
     if min(n_members, n_nonmembers) < 1:
         raise ValueError("a split needs at least one member and one non-member")

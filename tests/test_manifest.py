@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -101,17 +102,101 @@ def test_overlaps_and_empty_sets_are_refused():
 def test_malformed_files(tmp_path):
     good = make_split(source(), "demo", 4, 4).save(tmp_path / "good.json")
     d = json.loads(good.read_text())
-    files = {"missing.json": None, "garbage.json": "{not json", "list.json": "[1, 2]",
+    files = {"garbage.json": "{not json", "list.json": "[1, 2]",
              "noformat.json": json.dumps({k: v for k, v in d.items() if k != "format"}),
              "nofield.json": json.dumps({k: v for k, v in d.items() if k != "target_members"}),
              "extra.json": json.dumps({**d, "colour": "blue"}),
              "badid.json": json.dumps({**d, "target_members": ["a"]}),
              "overlap.json": json.dumps({**d, "target_nonmembers": d["target_members"]})}
     for name, text in files.items():
-        if text is not None:
-            (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text)
         with pytest.raises(ValueError, match=name):
             SplitManifest.load(tmp_path / name)
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ValueError, match="not a readable"):
         SplitManifest.load(tmp_path / "binary.json")
+
+
+BASE = dict(source="x", source_fingerprint="f", seed=0, target_members=[1, 2], target_nonmembers=[3, 4],
+            shadow_members=[5], shadow_nonmembers=[6])
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"target_members": [1, 2.5]}, "ids must be integers; manifest target_members holds float ids such as 2.5"),
+    ({"target_members": [1, 2.0]}, "ids must be integers; manifest target_members holds float ids such as 2.0"),
+    ({"shadow_members": [True]}, "ids must be integers; manifest shadow_members holds boolean ids such as True"),
+    ({"target_nonmembers": [3, "4"]}, "ids must be integers; manifest target_nonmembers holds text ids such as '4'"),
+    ({"target_nonmembers": [3, None]}, "manifest target_nonmembers holds NoneType ids such as None"),
+    ({"reference_members": [[7], [8.5]]}, "ids must be integers; manifest reference_1 holds float ids such as 8.5"),
+    ({"target_members": [1, 2 ** 63]}, "ids must fit in int64 (-2**63 to 2**63 - 1); manifest target_members holds "
+                                       "9223372036854775808"),
+    ({"target_members": [-2 ** 63 - 1]}, "ids must fit in int64 (-2**63 to 2**63 - 1); manifest target_members holds "
+                                         "-9223372036854775809"),
+    ({"target_members": [[1, 2]]}, "manifest: target_members must be a flat list of image ids, got nested lists"),
+    ({"target_members": {"1": 1}}, "manifest: target_members must be a list of image ids, got dict"),
+    ({"reference_members": 5}, "manifest: reference_members must be a list of id lists, one per reference model, "
+                               "got int"),
+    ({"reference_members": [5]}, "manifest: reference_0 must be a list of image ids, got int"),
+    ({"seed": 1.5}, "manifest: seed must be a whole number >= 0, got 1.5"),
+    ({"seed": 2.0}, "manifest: seed must be a whole number >= 0, got 2.0"),
+    ({"seed": True}, "got True"),
+    ({"seed": "1"}, "got '1'"),
+    ({"seed": None}, "got None"),
+    ({"seed": -1}, "got -1"),
+])
+def test_bad_ids_and_seeds_are_refused(tmp_path, change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SplitManifest(**{**BASE, **change})
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"format": "mimmia-split", **BASE, **change}))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: malformed split manifest (") + ".*" + re.escape(message)):
+        SplitManifest.load(path)
+
+
+def test_negative_and_extreme_ids_are_kept():
+    m = SplitManifest(**{**BASE, "target_members": [-2 ** 63, -1], "target_nonmembers": [2 ** 63 - 1]})
+    assert m.target_members == [-2 ** 63, -1] and m.ids("target_nonmembers").tolist() == [2 ** 63 - 1]
+    assert SplitManifest(**{**BASE, "seed": np.int64(3)}).seed == 3
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{not json", "a split manifest is JSON, but this file is not (Expecting property name"),
+    ("", "a split manifest is JSON, but this file is not (Expecting value"),
+    ("[1, 2]", "a split manifest is a JSON object, but this file holds a JSON array"),
+    ('"manifest"', "holds a JSON string"),
+    ("3", "holds a JSON number"),
+    ("null", "holds a JSON null"),
+    ("{}", "not a mimmia split manifest (missing format: mimmia-split)"),
+    ('{"format": "mimmia-experiment"}', "not a mimmia split manifest (its format is 'mimmia-experiment', not "
+                                        "'mimmia-split')"),
+    (json.dumps({"format": "mimmia-split", **{k: v for k, v in BASE.items() if k not in ("seed", "shadow_members")}}),
+     "malformed split manifest (it lacks seed, shadow_members); its keys are format, source, source_fingerprint, "
+     "seed, target_members, target_nonmembers, shadow_members, shadow_nonmembers, reference_members"),
+    (json.dumps({"format": "mimmia-split", **BASE, "colour": "blue", "age": 3}),
+     "malformed split manifest (unknown keys age, colour); its keys are format, source"),
+    (json.dumps({"format": "mimmia-split", **{k: v for k, v in BASE.items() if k != "seed"}, "colour": "blue"}),
+     "malformed split manifest (it lacks seed; unknown keys colour); its keys are"),
+    (json.dumps({"format": "mimmia-split", **BASE, "target_members": [1, float("nan")]}),
+     "ids must be integers; manifest target_members holds float ids such as nan"),
+])
+def test_malformed_json(tmp_path, text, message):
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
+        SplitManifest.load(path)
+
+
+def test_manifest_paths(tmp_path):
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"split manifest {tmp_path / 'loop.json'}: a symlink loop")):
+        SplitManifest.load(tmp_path / "loop.json")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'gone.json'}: no such file or directory")):
+        SplitManifest.load(tmp_path / "gone.json")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is a folder, not a split manifest (a JSON file)")):
+        SplitManifest.load(tmp_path)
+
+
+def test_make_split_checks_the_seed():
+    for seed in (-1, 1.5, "3"):
+        with pytest.raises(ValueError, match=re.escape(f"manifest: seed must be a whole number >= 0, got {seed!r}")):
+            make_split(source(), "x", 5, 5, seed=seed)
