@@ -98,6 +98,8 @@ def _add_spec_args(p):
 
 def _add_experiment_args(p):
     p.add_argument("--demo", action="store_true", help="the bundled demo experiment (assets/demo)")
+    p.add_argument("--experiment", help="an experiment JSON file: load_experiment's arguments, each model a path "
+                                        "or {\"path\": ..., \"config\": {...}} (what the dashboard reads)")
     p.add_argument("--target", help="target checkpoint: mimmia dir, Hugging Face ViTMAE dir or official .pth; "
                                     f"{SETTINGS_HELP}")
     p.add_argument("--shadow", help="shadow checkpoint (its threshold is applied to the target); PATH?key=value too")
@@ -127,17 +129,25 @@ def _spec(args) -> ScoreSpec:
     return ScoreSpec(args.mask_ratio, args.num_masks, args.seed, args.distance)
 
 
+def _refuse_paths_with(args, flag: str) -> None:
+    """--demo and --experiment bring their own models and data."""
+    given = [f"--{k.replace('_', '-')}" for k in ("target", "shadow", "manifest", "data", "members", "nonmembers")
+             if getattr(args, k)]
+    if given or args.reference:
+        raise ValueError(f"{flag} brings its own models and data; drop {', '.join(given or ['--reference'])}")
+
+
 def _experiment(args):
-    from .experiment import load_demo_experiment, load_experiment
+    from .experiment import load_demo_experiment, load_experiment, load_experiment_file
     device = _device(args.device)
     if args.demo:
-        given = [f"--{k.replace('_', '-')}" for k in ("target", "shadow", "manifest", "data", "members", "nonmembers")
-                 if getattr(args, k)]
-        if given or args.reference:
-            raise ValueError(f"--demo brings its own models and data; drop {', '.join(given or ['--reference'])}")
+        _refuse_paths_with(args, "--demo")
         experiment = load_demo_experiment(device)
+    elif args.experiment:
+        _refuse_paths_with(args, "--experiment")
+        experiment = load_experiment_file(args.experiment, device)
     elif not args.target:
-        raise ValueError("give --target (or --demo)")
+        raise ValueError("give --target (or --demo, or --experiment FILE)")
     else:
         experiment = load_experiment(
             args.target, args.shadow, args.reference, manifest=args.manifest, data=args.data, members=args.members,
@@ -160,7 +170,7 @@ def _attack_names(text: str, experiment) -> list[str]:
 
 
 def _settings(args, attacks) -> dict:
-    inputs = {k: getattr(args, k) for k in ("demo", "target", "shadow", "reference", "decoder_from", "manifest", "data",
+    inputs = {k: getattr(args, k) for k in ("demo", "experiment", "target", "shadow", "reference", "decoder_from", "manifest", "data",
                                             "members", "nonmembers", "shadow_members", "shadow_nonmembers")}
     return dict(command=args.command, attacks=attacks, spec=asdict(_spec(args)), aggregate=args.aggregate,
                 threshold=args.threshold, inputs=inputs, device=str(_device(args.device)),
@@ -251,12 +261,10 @@ def cmd_train(args) -> int:
     from .data import open_source
     from .manifest import SplitManifest
     from .model import build_model, get_config
+    from .model_ref import check_settings
     from .train import TrainConfig, train_mae
-    overrides = _config_overrides(args.config)
-    try:
-        config = get_config(args.preset, **overrides)
-    except TypeError as e:
-        raise ValueError(f"--config: {e}") from None
+    overrides = check_settings(_config_overrides(args.config), "--config")
+    config = get_config(args.preset, **overrides)
     provenance = dict(preset=args.preset, config_overrides=overrides)
     if args.manifest:
         if not args.role:

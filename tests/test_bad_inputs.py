@@ -1,0 +1,307 @@
+"""Every bad input, through the CLI entry point in-process: exit code 2, one clear message, no traceback,
+and nothing written or changed. Each case builds its inputs in a fresh folder and returns the argv; the
+README's "Security and reliability" table lists the same cases (tests/test_readme.py checks it)."""
+import argparse
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from mimmia_core.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint
+from mimmia_core.cli import main
+from mimmia_core.model import PRESETS, build_model, get_config
+from test_experiment import TINY, write_tiny_experiment
+
+CASES = {}
+
+
+def case(name, *words):
+    """Register a case: fn(tmp) -> argv; the message must hold every word."""
+    def register(fn):
+        CASES[name] = (fn, words)
+        return fn
+    return register
+
+
+def ckpt(tmp, name="m", config=TINY, **meta):
+    path = save_checkpoint(build_model(config, seed=1), tmp / name)
+    if meta:
+        data = json.loads((path / META_FILE).read_text())
+        data["config"].update(meta)
+        (path / META_FILE).write_text(json.dumps(data))
+    return path
+
+
+def npz(tmp, images=None, **extra):
+    images = np.zeros((4, 8, 8, 1), np.uint8) if images is None else images
+    np.savez(tmp / "d.npz", images=images, **extra)
+    return f"npz:{tmp / 'd.npz'}"
+
+
+def score(tmp, model, data=None, *more):
+    return ["score", "--model", str(model), "--data", data or npz(tmp), "--out", str(tmp / "out" / "s.csv"),
+            "--device", "cpu", "--no-cache", "--num-masks", "2", *more]
+
+
+def official(tmp, name="off.pth", **kw):
+    sd = build_model(TINY, seed=2).state_dict()
+    torch.save({"model": sd, **kw}, tmp / name)
+    return tmp / name
+
+
+# ---- models --------------------------------------------------------------------------
+@case("config: patch size 0", "patch_size must be a positive integer, got 0")
+def _(tmp):
+    return ["inspect", str(ckpt(tmp, patch_size=0))]
+
+
+@case("config: float image size", "img_size must be a positive integer, got 8.5")
+def _(tmp):
+    return ["inspect", str(ckpt(tmp, img_size=8.5))]
+
+
+@case("HF config: num_channels null", "num_channels is null")
+def _(tmp):
+    (tmp / "hf").mkdir()
+    (tmp / "hf" / "config.json").write_text(json.dumps({"model_type": "vit_mae", "num_channels": None}))
+    return ["inspect", str(tmp / "hf")]
+
+
+@case("HF index: shard outside the folder", "outside the model folder")
+def _(tmp):
+    (tmp / "hf").mkdir()
+    (tmp / "hf" / "config.json").write_text(json.dumps({"model_type": "vit_mae", "image_size": 8, "patch_size": 4}))
+    (tmp / "hf" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    save_file({"x": torch.zeros(1)}, str(tmp / "secret.safetensors"))
+    (tmp / "hf" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "../secret.safetensors"}}))
+    return ["inspect", str(tmp / "hf")]
+
+
+@case("HF folder without preprocessor_config.json", "cannot tell mean, std", "preprocessor_config.json",
+      "--model", "hf?mean=")
+def _(tmp):
+    import transformers
+    config = transformers.ViTMAEConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
+                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                       decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                                       decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    transformers.ViTMAEForPreTraining(config).save_pretrained(tmp / "hf")
+    return score(tmp, tmp / "hf")
+
+
+@case("official .pth of no official shape, no settings", "cannot tell num_heads, decoder_num_heads, mean, std, "
+      "norm_pix_loss", "--target", "off.pth?num_heads=")
+def _(tmp):
+    paths = write_tiny_experiment(tmp, n_refs=0)
+    return ["attack", "--target", str(official(tmp)), "--shadow", str(paths["shadow"]), "--manifest",
+            str(paths["manifest"]), "--out", str(tmp / "out"), "--device", "cpu", "--no-cache"]
+
+
+@case("unknown setting after '?'", "unknown setting(s) ['heads']")
+def _(tmp):
+    return ["inspect", f"{official(tmp)}?heads=2"]
+
+
+@case("setting of the wrong type", "num_heads takes an integer")
+def _(tmp):
+    return ["inspect", f"{official(tmp)}?num_heads=two"]
+
+
+@case("settings that do not fit the weights", "shape mismatch")
+def _(tmp):
+    return ["inspect", f"{ckpt(tmp)}?embed_dim=32"]
+
+
+@case("1 kB mimmia.json claiming a huge model", "the weights do not fit the settings")
+def _(tmp):
+    return ["inspect", str(ckpt(tmp, **PRESETS["mae_vit_huge_patch14"].to_dict()))]
+
+
+@case("truncated safetensors", "not a readable safetensors file")
+def _(tmp):
+    path = ckpt(tmp)
+    data = (path / WEIGHTS_FILE).read_bytes()
+    (path / WEIGHTS_FILE).write_bytes(data[:len(data) // 2])
+    return ["inspect", str(path)]
+
+
+@case("corrupt .pth", "not a readable PyTorch checkpoint")
+def _(tmp):
+    (tmp / "x.pth").write_bytes(b"\x80\x02not a pickle at all")
+    return ["inspect", str(tmp / "x.pth")]
+
+
+class _Shell:
+    def __reduce__(self):
+        return os.system, ("touch /tmp/mimmia-pwned",)
+
+
+@case("malicious .pth", "refused to unpickle", "nothing from the file was executed")
+def _(tmp):
+    (tmp / "evil.pth").write_bytes(pickle.dumps({"model": _Shell()}, protocol=2))
+    return ["inspect", str(tmp / "evil.pth")]
+
+
+@case("model path is a symlink loop", "symlink loop")
+def _(tmp):
+    os.symlink(tmp / "loop", tmp / "loop")
+    return score(tmp, tmp / "loop")
+
+
+@case("model path missing", "no such file or directory")
+def _(tmp):
+    return score(tmp, tmp / "nothing")
+
+
+# ---- data ----------------------------------------------------------------------------
+@case(".npz that is not a zip", "not an .npz (zip) archive")
+def _(tmp):
+    (tmp / "bad.npz").write_bytes(b"random bytes, not a zip")
+    return score(tmp, ckpt(tmp), f"npz:{tmp / 'bad.npz'}")
+
+
+@case("ids of 2**63 and above", "ids must fit in int64")
+def _(tmp):
+    return score(tmp, ckpt(tmp), npz(tmp, ids=np.array([0, 1, 2, 2 ** 63], dtype=np.uint64)))
+
+
+@case("float ids in an .npz", "ids must be integers", "3.5")
+def _(tmp):
+    return score(tmp, ckpt(tmp), npz(tmp, ids=np.array([0.0, 1.0, 2.0, 3.5])))
+
+
+@case("float ids in a manifest", "integer")
+def _(tmp):
+    paths = write_tiny_experiment(tmp, n_refs=0)
+    manifest = json.loads(paths["manifest"].read_text())
+    manifest["target_members"][0] += 0.5
+    paths["manifest"].write_text(json.dumps(manifest))
+    return ["attack", "--target", str(paths["target"]), "--manifest", str(paths["manifest"]), "--out",
+            str(tmp / "out"), "--device", "cpu", "--no-cache"]
+
+
+def folder(tmp, size=(8, 8), mode="L", n=3):
+    (tmp / "imgs").mkdir()
+    for i in range(n):
+        Image.new(mode, size, 40 * i).save(tmp / "imgs" / f"{i}.png")
+    return tmp / "imgs"
+
+
+@case("unbounded ?resize=", "4096")
+def _(tmp):
+    return score(tmp, ckpt(tmp), f"folder:{folder(tmp)}?resize=100000x100000")
+
+
+@case("image over the pixel cap", "over the cap", "downscale it first")
+def _(tmp):
+    return score(tmp, ckpt(tmp), f"folder:{folder(tmp, size=(5000, 5000), n=1)}")
+
+
+@case("RGB images for a grayscale model", "?mode=L")
+def _(tmp):
+    paths = write_tiny_experiment(tmp, n_refs=0)
+    return ["attack", "--target", str(paths["target"]), "--members", f"folder:{folder(tmp, mode='RGB')}",
+            "--nonmembers", f"folder:{tmp / 'imgs'}", "--out", str(tmp / "out"), "--device", "cpu", "--no-cache"]
+
+
+@case("images of the wrong size", "?resize=8x8")
+def _(tmp):
+    paths = write_tiny_experiment(tmp, n_refs=0)
+    return ["attack", "--target", str(paths["target"]), "--members", f"folder:{folder(tmp, size=(12, 12))}",
+            "--nonmembers", f"folder:{tmp / 'imgs'}", "--out", str(tmp / "out"), "--device", "cpu", "--no-cache"]
+
+
+@case("data path is a symlink loop", "symlink loop")
+def _(tmp):
+    os.symlink(tmp / "loop.npz", tmp / "loop.npz")
+    return score(tmp, ckpt(tmp), f"npz:{tmp / 'loop.npz'}")
+
+
+# ---- run settings and outputs --------------------------------------------------------
+@case("unknown device", "--device 'gpu0' is not a device name")
+def _(tmp):
+    return score(tmp, ckpt(tmp), None, "--device", "gpu0")
+
+
+@case("absent device", "no CUDA GPU")
+def _(tmp):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    return score(tmp, ckpt(tmp), None, "--device", "cuda:0")
+
+
+@case("mask ratio out of range", "mask_ratio must lie strictly between 0 and 1")
+def _(tmp):
+    return score(tmp, ckpt(tmp), None, "--mask-ratio", "1.5")
+
+
+@case("mask ratio NaN", "mask_ratio must lie strictly between 0 and 1")
+def _(tmp):
+    return score(tmp, ckpt(tmp), None, "--mask-ratio", "nan")
+
+
+@case("score --out is a folder", "is a folder; give a file name")
+def _(tmp):
+    (tmp / "out" / "s.csv").mkdir(parents=True)
+    return score(tmp, ckpt(tmp))
+
+
+@case("attack --out under a file", "is a file, so nothing can be written under it")
+def _(tmp):
+    (tmp / "out").write_text("a file")
+    return ["attack", "--demo", "--out", str(tmp / "out" / "run"), "--no-cache"]
+
+
+@case("train --out under a file", "is a file, so nothing can be written under it")
+def _(tmp):
+    (tmp / "out").write_text("a file")
+    return ["train", "--data", npz(tmp), "--preset", "mae_tiny_28", "--out", str(tmp / "out" / "m"), "--epochs", "1"]
+
+
+@case("train --out not writable", "is not writable")
+def _(tmp):
+    (tmp / "out").mkdir()
+    return ["train", "--data", npz(tmp), "--out", str(tmp / "out" / "m"), "--epochs", "1"]
+
+
+@case("train: bad data, --out not created", "not an .npz (zip) archive")
+def _(tmp):
+    (tmp / "bad.npz").write_bytes(b"not a zip")
+    return ["train", "--data", f"npz:{tmp / 'bad.npz'}", "--out", str(tmp / "out" / "m"), "--epochs", "1"]
+
+
+@case("train: unknown config field", "--config: unknown setting(s) ['depthh']")
+def _(tmp):
+    return ["train", "--data", npz(tmp), "--config", "depthh=2", "--out", str(tmp / "out" / "m"), "--epochs", "1"]
+
+
+@case("experiment JSON with an unknown model setting", "unknown setting(s) ['heads']")
+def _(tmp):
+    paths = write_tiny_experiment(tmp, n_refs=0)
+    (tmp / "e.json").write_text(json.dumps({"target": {"path": str(paths["target"]), "config": {"heads": 2}},
+                                            "manifest": str(paths["manifest"])}))
+    return ["attack", "--experiment", str(tmp / "e.json"), "--out", str(tmp / "out"), "--device", "cpu"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, tmp_path, capsys, monkeypatch):
+    fn, words = CASES[name]
+    argv = fn(tmp_path)
+    if name == "train --out not writable":
+        monkeypatch.setattr("mimmia_core.paths.can_write_in", lambda folder: False)
+    before = {p: p.lstat().st_mtime_ns for p in tmp_path.rglob("*")}
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+    for word in words:
+        assert word in err, f"{word!r} not in {err!r}"
+    after = {p: p.lstat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert after == before, "a refused command wrote or changed files"
+    assert not os.path.exists("/tmp/mimmia-pwned")
