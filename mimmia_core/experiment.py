@@ -96,6 +96,11 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
         if seen:
             notes.append(f"reference set(s) {seen} overlap the shadow's images: thresholds of calibrated attacks, "
                          f"learned on the shadow, are biased")
+    for role, m in [("target", target), ("shadow", shadow)] + [(f"reference {i}", r) for i, r in enumerate(references)]:
+        assumed = describe_checkpoint(m)["settings_assumed"] if m is not None else {}
+        if assumed:
+            notes.append(f"{role} {m.path}: assumed, not read from the file: "
+                         + "; ".join(f"{k} ({why})" for k, why in assumed.items()))
     if not target.has_decoder and decoder_from is not None:
         donor = shadow if decoder_from == "shadow" else _model(decoder_from, device)
         if donor is None:

@@ -103,3 +103,16 @@ def test_demo_experiment_layout(tiny, tmp_path):
     exp = load_demo_experiment(device="cpu", demo_dir=demo)
     assert exp.name == "demo" and [r.path.rsplit("/", 1)[1] for r in exp.references] == ["ref-0", "ref-1"]
     assert len(exp.shadow_members) == 6
+
+
+def test_assumed_settings_become_notes_and_report_fields(tiny, tmp_path):
+    torch.save({"model": build_model(TINY, seed=0).state_dict()}, tmp_path / "off.pth")
+    target = {"path": str(tmp_path / "off.pth"),
+              "config": dict(num_heads=2, decoder_num_heads=2, mean=[0.5], std=[0.5], norm_pix_loss=False)}
+    exp = load_experiment(target, tiny["shadow"], manifest=tiny["manifest"], device="cpu")
+    assert exp.target.provenance["settings_given"]["mean"] == [0.5]
+    assert [n for n in exp.notes if "assumed" in n] == [
+        f"target {tmp_path / 'off.pth'}: assumed, not read from the file: layer_norm_eps (MAE's own code (and "
+        f"timm's ViT) use LayerNorm eps 1e-06)"]
+    assert exp.describe()["target"]["settings_assumed"] == {
+        "layer_norm_eps": "MAE's own code (and timm's ViT) use LayerNorm eps 1e-06"}
