@@ -5,7 +5,7 @@ import torch
 
 from app_pages import charts, common
 from mimmia_core.attacks import make_attack
-from mimmia_core.data import ArraySource, load_image_bytes
+from mimmia_core.data import ArraySource, ImageSizeError, load_image_bytes
 from mimmia_core.model import mask_noise, reconstruct
 from mimmia_core import views
 from mimmia_core.views import display_image, fraction_at_or_above, patch_grid, reconstruction_panels
@@ -37,6 +37,10 @@ with pick:
             st.stop()
         try:
             image = load_image_bytes(up.getvalue(), cfg.img_size, cfg.in_chans, resize=resize)
+        except ImageSizeError as e:
+            st.error(f"{up.name} is {e.size[0]}x{e.size[1]} pixels, but this model expects {e.expected}x"
+                     f"{e.expected}. Tick **Resize to fit** to center-crop and resize it.")
+            st.stop()
         except ValueError as e:
             st.error(f"{up.name}: {e}")
             st.stop()

@@ -234,6 +234,15 @@ def _as_array(img: Image.Image) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
+class ImageSizeError(ValueError):
+    """An image of another size than the model's; `size` (width, height) and `expected` say which."""
+
+    def __init__(self, size: tuple, expected: int):
+        self.size, self.expected = tuple(size), expected
+        super().__init__(f"the image is {size[0]}x{size[1]} pixels but the model expects {expected}x{expected}; "
+                         f"resize it first, or load it with resize=True (center-crop, then resize)")
+
+
 def load_image_bytes(data: bytes, img_size: int, in_chans: int, resize: bool = False) -> np.ndarray:
     """Decode an uploaded image file to uint8 (img_size, img_size, in_chans).
 
@@ -249,8 +258,7 @@ def load_image_bytes(data: bytes, img_size: int, in_chans: int, resize: bool = F
     img = _convert(_decode(io.BytesIO(data), "the upload"), "L" if in_chans == 1 else "RGB", "the upload")
     if img.size != (img_size, img_size):
         if not resize:
-            raise ValueError(f"the image is {img.width}x{img.height} pixels but the model expects "
-                             f"{img_size}x{img_size}; resize it (resize=True center-crops and resizes)")
+            raise ImageSizeError(img.size, img_size)
         img = _crop_resize(img, img_size, img_size)
     return _as_array(img)
 

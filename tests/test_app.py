@@ -210,6 +210,7 @@ def test_uploads(core):
     at.file_uploader(key="recon_upload").set_value(("big.png", png(40, 30), "image/png")).run()
     assert not at.exception
     assert "40x30" in at.error[0].value and "28x28" in at.error[0].value
+    assert "Resize to fit" in at.error[0].value and "resize=True" not in at.error[0].value
 
     at.checkbox(key="recon_resize").check().run()
     assert_clean(at, "resized upload")
