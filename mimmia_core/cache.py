@@ -1,74 +1,107 @@
 """An on-disk cache of score arrays, keyed on explicit fingerprints.
 
-A key is the sha256 of the canonical JSON of what the arrays were computed
-from (model weights fingerprint, source fingerprint, scoring spec, code
-version), never of the arrays or models themselves. Entries are .npz files
-written atomically, so a reader sees a whole entry or none.
+An entry answers one request: the model fingerprint (weights and config), the
+source fingerprint, the scoring spec, precision and code version. Its key is
+the sha256 of the request's canonical JSON, and the entry stores the request
+itself, so a read checks that the entry answers this request (a renamed,
+tampered or colliding file is a miss). Entries are .npz files written
+atomically; stale temporary files are removed.
 """
 import hashlib
 import io
 import json
 import os
+import time
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
-
+from .atomic import TMP_SUFFIX, atomic_write_bytes
 
 BUNDLED_CACHE = Path(__file__).resolve().parent.parent / "assets" / "demo" / "cache"
+STALE_TMP_SECONDS = 3600
+REQUEST = "request"  # the array holding an entry's request
+
+
+class CacheWriteWarning(UserWarning):
+    """The cache could not be written; the scores were still computed and returned."""
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MIMMIA_CACHE") or Path.home() / ".cache" / "mimmia")
 
 
+def canonical(request: dict) -> str:
+    """The request as canonical JSON; its parts must be JSON values (str, finite numbers, lists, dicts)."""
+    try:
+        return json.dumps(request, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cache request parts must be finite JSON values, got {request!r} ({e})") from e
+
+
 class ScoreCache:
-    """Arrays by key under `root` (default: $MIMMIA_CACHE or ~/.cache/mimmia).
+    """Arrays by request under `root` (default: $MIMMIA_CACHE or ~/.cache/mimmia).
 
     `read_only_roots` are searched after `root` and never written: by default the
     demo bundle's precomputed scores, which only ever match the demo's own
-    models and data since keys are fingerprints.
+    models and data since requests hold fingerprints.
     """
 
     def __init__(self, root=None, read_only_roots=(BUNDLED_CACHE,)):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.read_only_roots = tuple(Path(r) for r in read_only_roots)
+        self._cleaned = False
 
     @staticmethod
-    def key(**parts) -> str:
-        """sha256 of the parts as canonical JSON; parts must be JSON values (str, numbers, lists, dicts)."""
-        try:
-            text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"cache key parts must be finite JSON values, got {parts!r} ({e})") from e
-        return hashlib.sha256(text.encode()).hexdigest()
+    def key(request: dict) -> str:
+        """sha256 of the request's canonical JSON."""
+        return hashlib.sha256(canonical(request).encode()).hexdigest()
 
     def path(self, key: str) -> Path:
         if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
             raise ValueError(f"not a cache key: {key!r}")
         return self.root / f"{key}.npz"
 
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
-        """The arrays stored under key, or None if absent or unreadable."""
-        name = self.path(key).name
+    def get(self, request: dict) -> dict[str, np.ndarray] | None:
+        """The arrays stored for this request, or None: absent, unreadable, or an entry for another request."""
+        name, text = self.path(self.key(request)).name, canonical(request)
         for root in (self.root, *self.read_only_roots):
             try:
                 with np.load(root / name, allow_pickle=False) as z:
-                    return {n: z[n] for n in z.files}
+                    if REQUEST not in z.files or str(z[REQUEST]) != text:
+                        continue
+                    return {n: z[n] for n in z.files if n != REQUEST}
             except (OSError, ValueError, EOFError, zipfile.BadZipFile):
                 continue
         return None
 
-    def __contains__(self, key: str) -> bool:
-        name = self.path(key).name
-        return any((root / name).is_file() for root in (self.root, *self.read_only_roots))
-
-    def put(self, key: str, arrays: dict) -> Path:
+    def put(self, request: dict, arrays: dict) -> Path | None:
+        """Store arrays for the request; a cache that cannot be written warns (CacheWriteWarning) and returns None."""
         buf = io.BytesIO()
-        np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()})
-        return atomic_write_bytes(self.path(key), buf.getvalue())
+        np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()}, **{REQUEST: np.array(canonical(request))})
+        try:
+            self._clean_stale()
+            return atomic_write_bytes(self.path(self.key(request)), buf.getvalue())
+        except OSError as e:
+            warnings.warn(f"could not write the score cache in {self.root} ({e.strerror or e}); the scores were "
+                          f"computed and are used, but not cached: set --cache-dir or $MIMMIA_CACHE to a writable "
+                          f"folder", CacheWriteWarning, stacklevel=2)
+            return None
+
+    def _clean_stale(self) -> None:
+        """Remove temporary files that a killed writer left, once per cache object."""
+        if self._cleaned or not self.root.is_dir():
+            return
+        self._cleaned = True
+        now = time.time()
+        for tmp in self.root.glob(f"*{TMP_SUFFIX}"):
+            try:
+                if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+            except OSError:
+                pass
 
 
-__all__ = ["ScoreCache", "default_cache_dir", "BUNDLED_CACHE"]
+__all__ = ["ScoreCache", "CacheWriteWarning", "default_cache_dir", "BUNDLED_CACHE"]

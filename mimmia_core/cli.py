@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sys
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -390,9 +391,14 @@ def _check_out(args) -> None:
         (check_output_file if args.command == "score" else check_output_dir)(args.out, "--out")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"mimmia: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """Run a command; a bad input is one line on stderr and exit code 2, never a traceback."""
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         _check_out(args)
         return args.func(args)

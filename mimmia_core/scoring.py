@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .cache import ScoreCache
-from .checkpoint import LoadedModel, weights_fingerprint
+from .checkpoint import LoadedModel, model_fingerprint, weights_fingerprint
 from .data import ImageSource
 from .model import MaskedAutoencoderViT, check_mask_ratio, mask_noise, num_masked
 
-SCORING_VERSION = 1  # bump when a score's definition changes: old cache entries then miss
+SCORING_VERSION = 2  # bump when a score's definition changes: old cache entries then miss
 DISTANCES = ("masked_mse", "all_mse", "pixel_mse", "pixel_l1", "psnr")
 AGGREGATES = ("mean", "min", "median")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -368,63 +368,72 @@ class Scorer:
 
     def scores(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec) -> Scores:
         model = loaded.require_decoder()
-        keys = {d: self._key(model, source, kind="scores", spec=asdict(replace(spec, distance=d)))
-                for d in DISTANCES}
+        requests = {d: self._request(model, source, kind="scores", spec=asdict(replace(spec, distance=d)))
+                    for d in DISTANCES}
         with self._lock:
-            arrays = self._lookup(keys[spec.distance])
+            arrays = self._lookup(requests[spec.distance], _scores_fit(source, spec))
             if arrays is None:
                 ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
                                            device=self.device, progress=self.progress, precision=self.precision,
                                            compile=self.compile, cuda_graphs=self.cuda_graphs)
-                stored = {d: self._store(keys[d], {"ids": ids, "per_mask": per[d]}, d in self.store_distances)
+                stored = {d: self._store(requests[d], {"ids": ids, "per_mask": per[d]}, d in self.store_distances)
                           for d in DISTANCES}
                 arrays = stored[spec.distance]
         return Scores(arrays["ids"], arrays["per_mask"], spec)
 
     def similarity(self, loaded: LoadedModel, source: ImageSource, num_views: int = 8, seed: int = 0) -> np.ndarray:
         model = loaded.model
-        key = self._key(model, source, kind="similarity", num_views=num_views, seed=seed)
+        request = self._request(model, source, kind="similarity", num_views=num_views, seed=seed)
         with self._lock:
-            arrays = self._lookup(key)
+            arrays = self._lookup(request, lambda a: _ids_fit(a, source) and a["similarity"].shape == (len(source),))
             if arrays is None:
                 sim = embedding_similarity(model, source, num_views=num_views, seed=seed, batch_size=self.batch_size,
                                            device=self.device, progress=self.progress, precision=self.precision)
-                arrays = self._store(key, {"ids": source.ids, "similarity": sim}, True)
+                arrays = self._store(request, {"ids": source.ids, "similarity": sim}, True)
         return arrays["similarity"]
 
     def fingerprint(self, model: torch.nn.Module) -> str:
-        """weights_fingerprint, memoised until a parameter or buffer is modified in place or moved."""
+        """model_fingerprint (weights and config); the weights' hash is memoised until a parameter or
+        buffer is modified in place or moved."""
         versions = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
         with self._lock:
             known = self._fingerprints.get(model)
             if known is None or known[0] != versions:
                 known = self._fingerprints[model] = (versions, weights_fingerprint(model))
-        return known[1]
+        return model_fingerprint(model, weights=known[1])
 
-    def _key(self, model, source: ImageSource, **parts) -> str:
+    def _request(self, model, source: ImageSource, **parts) -> dict:
+        """What a result is computed from: the cache key and the check of every entry read."""
         device = self.device or model.pos_embed.device
-        return ScoreCache.key(model=self.fingerprint(model), source=source.fingerprint(),
-                              precision=_precision(self.precision, device), version=SCORING_VERSION, **parts)
+        return dict(model=self.fingerprint(model), source=source.fingerprint(),
+                    precision=_precision(self.precision, device), version=SCORING_VERSION, **parts)
 
-    def _lookup(self, key: str) -> dict | None:
+    def _lookup(self, request: dict, fits) -> dict | None:
+        """The memo's or the disk cache's entry for the request, if it fits (ids, shape); else None."""
+        key = ScoreCache.key(request)
         if key in self._memo:
             self._memo.move_to_end(key)
             return self._memo[key]
-        arrays = self.cache.get(key) if self.cache is not None else None
+        arrays = self.cache.get(request) if self.cache is not None else None
+        if arrays is not None and not fits(arrays):
+            arrays = None  # an entry that does not answer this request is recomputed and replaced
         if arrays is not None:
             self._remember(key, arrays)
         return arrays
 
     def is_cached(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec) -> bool:
-        """Whether scores(loaded, source, spec) would be served without scoring."""
-        key = self._key(loaded.model, source, kind="scores", spec=asdict(spec))
+        """Whether scores(loaded, source, spec) would be served without scoring (the entry is read and checked)."""
+        request = self._request(loaded.model, source, kind="scores", spec=asdict(spec))
         with self._lock:
-            return key in self._memo or (self.cache is not None and key in self.cache)
+            if ScoreCache.key(request) in self._memo:
+                return True
+            arrays = self.cache.get(request) if self.cache is not None else None
+            return arrays is not None and _scores_fit(source, spec)(arrays)
 
-    def _store(self, key: str, arrays: dict, persist: bool) -> dict:
+    def _store(self, request: dict, arrays: dict, persist: bool) -> dict:
         if persist and self.cache is not None:
-            self.cache.put(key, arrays)
-        return self._remember(key, arrays)
+            self.cache.put(request, arrays)
+        return self._remember(ScoreCache.key(request), arrays)
 
     def _remember(self, key: str, arrays: dict) -> dict:
         arrays = {name: np.array(a) for name, a in arrays.items()}  # own copies, shared read-only
@@ -434,6 +443,19 @@ class Scorer:
         while len(self._memo) > self.memo_size:
             self._memo.popitem(last=False)
         return arrays
+
+
+def _ids_fit(arrays: dict, source: ImageSource) -> bool:
+    ids = arrays.get("ids")
+    return ids is not None and ids.shape == source.ids.shape and np.array_equal(ids, source.ids)
+
+
+def _scores_fit(source: ImageSource, spec: ScoreSpec):
+    """A check that a cache entry holds this source's ids and (K, N) per-mask scores."""
+    def fits(arrays: dict) -> bool:
+        per_mask = arrays.get("per_mask")
+        return _ids_fit(arrays, source) and per_mask is not None and per_mask.shape == (spec.num_masks, len(source))
+    return fits
 
 
 __all__ = ["DISTANCES", "AGGREGATES", "SCORING_VERSION", "ScoreSpec", "Scores", "batch_distances",

@@ -1,20 +1,23 @@
+import os
+import time
+import warnings
+
 import numpy as np
 import pytest
 
 from mimmia_core import atomic as mio
-from mimmia_core.cache import ScoreCache
+from mimmia_core.cache import CacheWriteWarning, ScoreCache
 
-PARTS = dict(model="ab12", source="cd34", spec={"mask_ratio": 0.75, "num_masks": 8, "seed": 0,
-                                                "distance": "masked_mse"}, precision="fp32", version=1)
+REQUEST = dict(model="ab12", source="cd34", spec={"mask_ratio": 0.75, "num_masks": 8, "seed": 0,
+                                                  "distance": "masked_mse"}, precision="fp32", version=1)
 
 
 def test_roundtrip_returns_equal_arrays(tmp_path):
     cache = ScoreCache(tmp_path)
-    key = cache.key(**PARTS)
-    assert cache.get(key) is None
+    assert cache.get(REQUEST) is None
     arrays = {"ids": np.arange(5, dtype=np.int64), "per_mask": np.random.default_rng(0).random((3, 5))}
-    cache.put(key, arrays)
-    got = cache.get(key)
+    cache.put(REQUEST, arrays)
+    got = cache.get(REQUEST)
     assert set(got) == {"ids", "per_mask"}
     for name in arrays:
         np.testing.assert_array_equal(got[name], arrays[name])
@@ -22,17 +25,25 @@ def test_roundtrip_returns_equal_arrays(tmp_path):
 
 
 def test_key_is_canonical_and_depends_on_every_part():
-    cache = ScoreCache("unused")
-    key = cache.key(**PARTS)
+    key = ScoreCache.key(REQUEST)
     assert len(key) == 64
-    assert cache.key(**dict(reversed(list(PARTS.items())))) == key  # order does not matter
+    assert ScoreCache.key(dict(reversed(list(REQUEST.items())))) == key  # order does not matter
     for name, other in [("model", "ab13"), ("source", "cd35"), ("precision", "bf16"), ("version", 2),
-                        ("spec", {**PARTS["spec"], "seed": 1}), ("spec", {**PARTS["spec"], "distance": "psnr"})]:
-        assert cache.key(**{**PARTS, name: other}) != key, name
+                        ("spec", {**REQUEST["spec"], "seed": 1}), ("spec", {**REQUEST["spec"], "distance": "psnr"})]:
+        assert ScoreCache.key({**REQUEST, name: other}) != key, name
     with pytest.raises(ValueError, match="JSON"):
-        cache.key(model=object())
+        ScoreCache.key({"model": object()})
     with pytest.raises(ValueError, match="JSON"):
-        cache.key(ratio=float("nan"))
+        ScoreCache.key({"ratio": float("nan")})
+
+
+def test_an_entry_for_another_request_is_a_miss(tmp_path):
+    """A file under this request's key that answers another request (renamed, tampered) is never used."""
+    cache = ScoreCache(tmp_path)
+    other = {**REQUEST, "source": "ff00"}
+    cache.put(other, {"a": np.ones(2)})
+    os.replace(cache.path(ScoreCache.key(other)), cache.path(ScoreCache.key(REQUEST)))
+    assert cache.get(REQUEST) is None and cache.get(other) is None
 
 
 def test_default_root_follows_environment(monkeypatch, tmp_path):
@@ -40,35 +51,53 @@ def test_default_root_follows_environment(monkeypatch, tmp_path):
     assert ScoreCache().root == tmp_path / "c"
 
 
-def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_failed_write_warns_and_leaves_no_partial_file(tmp_path, monkeypatch):
     cache = ScoreCache(tmp_path)
-    key = cache.key(**PARTS)
 
     def broken_replace(src, dst):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
     monkeypatch.setattr(mio.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        cache.put(key, {"x": np.ones(3)})
+    with pytest.warns(CacheWriteWarning, match="could not write the score cache .*No space left.*--cache-dir"):
+        assert cache.put(REQUEST, {"x": np.ones(3)}) is None
     assert list(tmp_path.iterdir()) == []
-    assert cache.get(key) is None
+    assert cache.get(REQUEST) is None
+
+
+def test_unwritable_root_warns(tmp_path):
+    (tmp_path / "file").write_text("in the way")
+    cache = ScoreCache(tmp_path / "file" / "cache")
+    with pytest.warns(CacheWriteWarning, match="not cached"):
+        cache.put(REQUEST, {"x": np.ones(3)})
 
 
 def test_corrupt_entry_is_a_miss(tmp_path):
     cache = ScoreCache(tmp_path)
-    key = cache.key(**PARTS)
-    cache.path(key).write_bytes(b"not an npz")
-    assert cache.get(key) is None
+    cache.path(ScoreCache.key(REQUEST)).write_bytes(b"not an npz")
+    assert cache.get(REQUEST) is None
     with pytest.raises(ValueError, match="not a cache key"):
         cache.path("../etc/passwd")
 
 
+def test_stale_temporary_files_are_removed(tmp_path):
+    stale, fresh = tmp_path / f"x.npz.abc{mio.TMP_SUFFIX}", tmp_path / f"y.npz.def{mio.TMP_SUFFIX}"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ScoreCache(tmp_path).put(REQUEST, {"x": np.ones(3)})
+    assert not stale.exists() and fresh.exists()
+
+
 def test_read_only_roots_are_searched_but_never_written(tmp_path):
     bundled, own = ScoreCache(tmp_path / "bundled", read_only_roots=()), tmp_path / "own"
-    key = ScoreCache.key(model="m", source="s")
-    bundled.put(key, {"a": np.arange(3.0)})
+    request = {"model": "m", "source": "s"}
+    bundled.put(request, {"a": np.arange(3.0)})
     cache = ScoreCache(own, read_only_roots=(tmp_path / "bundled",))
-    assert key in cache and np.array_equal(cache.get(key)["a"], np.arange(3.0))
-    other = ScoreCache.key(model="m", source="t")
-    assert other not in cache and cache.get(other) is None
+    assert np.array_equal(cache.get(request)["a"], np.arange(3.0))
+    other = {"model": "m", "source": "t"}
+    assert cache.get(other) is None
     cache.put(other, {"a": np.ones(2)})
-    assert (own / f"{other}.npz").is_file() and not (tmp_path / "bundled" / f"{other}.npz").exists()
+    assert (own / f"{ScoreCache.key(other)}.npz").is_file()
+    assert not (tmp_path / "bundled" / f"{ScoreCache.key(other)}.npz").exists()

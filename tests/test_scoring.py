@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -230,3 +232,42 @@ def test_scorer_refuses_encoder_only_and_caches_similarity(tmp_path):
     again = Scorer(cache=ScoreCache(tmp_path)).similarity(loaded(model), source, num_views=3, seed=1)
     np.testing.assert_array_equal(again, sim)
     assert source.ids.flags.writeable  # the cache copies, it does not freeze the caller's arrays
+
+
+@pytest.mark.parametrize("change", [dict(num_heads=4, decoder_num_heads=4), dict(mean=(0.3,), std=(0.2,))])
+def test_same_weights_other_settings_never_share_scores(tmp_path, change):
+    """Regression: a reference with the target's weights but other heads or preprocessing was served the
+    target's scores (AUC 0.5, exit 0). Both through one Scorer and one cache give their own no-cache scores."""
+    from dataclasses import replace
+    a = tiny_model()
+    b = build_model(replace(a.config, **change)).eval()
+    b.load_state_dict(a.state_dict())
+    source, spec = tiny_source(5), ScoreSpec(num_masks=2)
+    scorer = Scorer(cache=ScoreCache(tmp_path))
+    got_a, got_b = scorer.scores(loaded(a), source, spec), scorer.scores(loaded(b), source, spec)
+    np.testing.assert_allclose(got_a.per_mask, score_images(a, source, spec).per_mask, rtol=1e-6)
+    np.testing.assert_allclose(got_b.per_mask, score_images(b, source, spec).per_mask, rtol=1e-6)
+    assert np.abs(got_a.per_mask - got_b.per_mask).max() > 1e-4
+    fresh = Scorer(cache=ScoreCache(tmp_path))  # and from the disk cache alone
+    np.testing.assert_array_equal(fresh.scores(loaded(b), source, spec).per_mask, got_b.per_mask)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other ids", "other shape"])
+def test_a_damaged_or_mismatching_entry_is_recomputed_and_replaced(tmp_path, damage):
+    model, source, spec = tiny_model(), tiny_source(4), ScoreSpec(num_masks=2)
+    scorer = Scorer(cache=ScoreCache(tmp_path, read_only_roots=()))
+    right = scorer.scores(loaded(model), source, spec).per_mask.copy()
+    request = scorer._request(model, source, kind="scores", spec=dataclasses.asdict(spec))
+    path = scorer.cache.path(ScoreCache.key(request))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"\0" * 64)
+    else:  # an entry that claims this request, with other ids or another shape
+        arrays = dict(ids=source.ids + 1, per_mask=right) if damage == "other ids" else \
+            dict(ids=source.ids, per_mask=right[:1])
+        scorer.cache.put(request, arrays)
+    fresh = Scorer(cache=ScoreCache(tmp_path, read_only_roots=()))
+    assert not fresh.is_cached(loaded(model), source, spec)
+    np.testing.assert_allclose(fresh.scores(loaded(model), source, spec).per_mask, right, rtol=1e-6)
+    assert Scorer(cache=ScoreCache(tmp_path, read_only_roots=())).is_cached(loaded(model), source, spec)
