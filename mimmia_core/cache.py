@@ -11,22 +11,16 @@ import hashlib
 import io
 import json
 import os
-import time
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import TMP_SUFFIX, atomic_write_bytes
+from .atomic import WriteWarning, atomic_write_bytes, clean_stale_tmp
 
 BUNDLED_CACHE = Path(__file__).resolve().parent.parent / "assets" / "demo" / "cache"
-STALE_TMP_SECONDS = 3600
 REQUEST = "request"  # the array holding an entry's request
-
-
-class CacheWriteWarning(UserWarning):
-    """The cache could not be written; the scores were still computed and returned."""
 
 
 def default_cache_dir() -> Path:
@@ -78,30 +72,19 @@ class ScoreCache:
         return None
 
     def put(self, request: dict, arrays: dict) -> Path | None:
-        """Store arrays for the request; a cache that cannot be written warns (CacheWriteWarning) and returns None."""
+        """Store arrays for the request; a cache that cannot be written warns (WriteWarning) and returns None."""
         buf = io.BytesIO()
         np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()}, **{REQUEST: np.array(canonical(request))})
         try:
-            self._clean_stale()
+            if not self._cleaned:
+                clean_stale_tmp(self.root)
+                self._cleaned = True
             return atomic_write_bytes(self.path(self.key(request)), buf.getvalue())
         except OSError as e:
             warnings.warn(f"could not write the score cache in {self.root} ({e.strerror or e}); the scores were "
                           f"computed and are used, but not cached: set --cache-dir or $MIMMIA_CACHE to a writable "
-                          f"folder", CacheWriteWarning, stacklevel=2)
+                          f"folder", WriteWarning, stacklevel=2)
             return None
 
-    def _clean_stale(self) -> None:
-        """Remove temporary files that a killed writer left, once per cache object."""
-        if self._cleaned or not self.root.is_dir():
-            return
-        self._cleaned = True
-        now = time.time()
-        for tmp in self.root.glob(f"*{TMP_SUFFIX}"):
-            try:
-                if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
-                    tmp.unlink()
-            except OSError:
-                pass
 
-
-__all__ = ["ScoreCache", "CacheWriteWarning", "default_cache_dir", "BUNDLED_CACHE"]
+__all__ = ["ScoreCache", "default_cache_dir", "BUNDLED_CACHE"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mimmia_core import atomic as mio
-from mimmia_core.cache import CacheWriteWarning, ScoreCache
+from mimmia_core.atomic import WriteWarning
+from mimmia_core.cache import ScoreCache
 
 REQUEST = dict(model="ab12", source="cd34", spec={"mask_ratio": 0.75, "num_masks": 8, "seed": 0,
                                                   "distance": "masked_mse"}, precision="fp32", version=1)
@@ -57,7 +58,7 @@ def test_failed_write_warns_and_leaves_no_partial_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(mio.os, "replace", broken_replace)
-    with pytest.warns(CacheWriteWarning, match="could not write the score cache .*No space left.*--cache-dir"):
+    with pytest.warns(WriteWarning, match="could not write the score cache .*No space left.*--cache-dir"):
         assert cache.put(REQUEST, {"x": np.ones(3)}) is None
     assert list(tmp_path.iterdir()) == []
     assert cache.get(REQUEST) is None
@@ -66,7 +67,7 @@ def test_failed_write_warns_and_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_unwritable_root_warns(tmp_path):
     (tmp_path / "file").write_text("in the way")
     cache = ScoreCache(tmp_path / "file" / "cache")
-    with pytest.warns(CacheWriteWarning, match="not cached"):
+    with pytest.warns(WriteWarning, match="not cached"):
         cache.put(REQUEST, {"x": np.ones(3)})
 
 
@@ -79,7 +80,7 @@ def test_corrupt_entry_is_a_miss(tmp_path):
 
 
 def test_stale_temporary_files_are_removed(tmp_path):
-    stale, fresh = tmp_path / f"x.npz.abc{mio.TMP_SUFFIX}", tmp_path / f"y.npz.def{mio.TMP_SUFFIX}"
+    stale, fresh = tmp_path / "x.npz.abc.tmp", tmp_path / "y.npz.def.tmp"
     stale.write_bytes(b"half")
     fresh.write_bytes(b"being written")
     old = time.time() - 2 * 3600
