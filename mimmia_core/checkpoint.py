@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .model import MAEConfig, MaskedAutoencoderViT
 from .model_ref import check_settings, model_ref, settings_howto
-from .atomic import atomic_write_text
+from .atomic import atomic_dir
 from .paths import require_exists
 
 FORMAT_VERSION = 1
@@ -171,13 +171,12 @@ def settings_provenance(given: dict, assumed: dict) -> dict:
 def save_checkpoint(model: MaskedAutoencoderViT, path, provenance: dict | None = None,
                     dtype: torch.dtype | None = None) -> Path:
     """Write the model as a mimmia checkpoint directory. `dtype` (e.g. torch.float16)
-    stores a compact copy; loading always gives float32 weights."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    stores a compact copy; loading always gives float32 weights.
+
+    Weights and metadata are written as one folder (atomic.atomic_dir): a kill never leaves
+    new weights under old metadata. Other entries of an existing folder (epochs/, a training
+    state) are kept."""
     state = {k: v.detach().to("cpu", dtype=dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
-    tmp = path / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "mimmia", "version": str(FORMAT_VERSION)})
-    os.replace(tmp, path / WEIGHTS_FILE)
     meta = {
         "format": "mimmia",
         "version": FORMAT_VERSION,
@@ -186,8 +185,10 @@ def save_checkpoint(model: MaskedAutoencoderViT, path, provenance: dict | None =
         "storage_dtype": str(dtype or next(iter(state.values())).dtype).replace("torch.", ""),
         "provenance": provenance or {},
     }
-    atomic_write_text(path / META_FILE, json.dumps(meta, indent=2))
-    return path
+    with atomic_dir(path) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "mimmia", "version": str(FORMAT_VERSION)})
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    return Path(path)
 
 
 def torch_load_checked(path) -> object:

@@ -131,3 +131,54 @@ def test_load_model_dispatch_errors(tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(CheckpointError, match="model_type is 'bert', not 'vit_mae'"):
         load_model(tmp_path / "other")
+
+
+def test_save_replaces_a_checkpoint_as_a_whole_and_keeps_other_entries(tiny_config, tiny_model, tmp_path):
+    ck = tmp_path / "ck"
+    save_checkpoint(tiny_model, ck, provenance={"epochs": 1})
+    (ck / "epochs" / "epoch-0001").mkdir(parents=True)
+    (ck / "train_state.pt").write_bytes(b"state")
+    other = build_model(tiny_config, seed=1)
+    save_checkpoint(other, ck, provenance={"epochs": 2})
+    loaded = load_model(ck)
+    assert loaded.provenance == {"epochs": 2}
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    assert (ck / "epochs" / "epoch-0001").is_dir() and (ck / "train_state.pt").read_bytes() == b"state"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temp folder left
+
+
+def test_a_kill_during_save_leaves_the_old_checkpoint_whole(tiny_config, tiny_model, tmp_path, monkeypatch):
+    import mimmia_core.checkpoint as ckmod
+    ck = tmp_path / "ck"
+    save_checkpoint(tiny_model, ck, provenance={"epochs": 1})
+    real = ckmod.save_file
+
+    def killed(state, path, metadata=None):  # the new weights are written, then the process dies
+        real(state, path, metadata=metadata)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ckmod, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(build_model(tiny_config, seed=1), ck, provenance={"epochs": 2})
+    loaded = load_model(ck)
+    assert loaded.provenance == {"epochs": 1}
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_an_interrupted_folder_swap_is_recovered(tiny_model, tmp_path):
+    from mimmia_core.atomic import recover_dir
+    ck = tmp_path / "ck"
+    save_checkpoint(tiny_model, ck, provenance={"epochs": 1})
+    (ck / "epochs").mkdir()
+    # killed between moving the old folder aside and renaming the new one in: the old one comes back
+    ck.rename(tmp_path / ".ck.abc.old")
+    recover_dir(ck)
+    assert load_model(ck).provenance == {"epochs": 1} and (ck / "epochs").is_dir()
+    # killed after the new folder arrived, before the old one's other entries moved over
+    aside = tmp_path / ".ck.def.old"
+    aside.mkdir()
+    (aside / "train_state.pt").write_bytes(b"state")
+    (aside / META_FILE).write_text("old")
+    save_checkpoint(tiny_model, ck, provenance={"epochs": 3})
+    assert (ck / "train_state.pt").read_bytes() == b"state" and load_model(ck).provenance == {"epochs": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
