@@ -72,7 +72,7 @@ def timed(rows: list, fns: dict, repeats: int, device, work: int, notes: dict | 
         rows.append({"variant": name, "rate": work / s, "note": (notes or {}).get(name, "")})
 
 
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="run on CPU at mae_tiny_28 size, without compile")
     p.add_argument("--images", default="64,256", help="images per batch to try (times K masks = rows per forward)")
@@ -83,28 +83,18 @@ def main(argv=None):
     p.add_argument("--no-compile", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
-        device, shape = "cpu", "mae_tiny_28"
         args.images, args.masks, args.total, args.repeats, args.no_compile = "2,4", 2, 16, 1, True
         args.hf_batches = "4,8"
         torch.set_num_threads(1)
-    else:
-        if not torch.cuda.is_available():
-            raise SystemExit("bench_gpu needs a CUDA GPU; use --smoke to check the script on CPU")
-        device, shape = "cuda", "vit_b16_224"
-    cuda = device == "cuda"
-    K, sizes = args.masks, [int(n) for n in args.images.split(",")]
-    N = max(sizes)
+        return args, "cpu", "mae_tiny_28"
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_gpu needs a CUDA GPU; use --smoke to check the script on CPU")
+    return args, "cuda", "vit_b16_224"
 
-    model, hf = build_pair(shape, MASK_RATIO, device=device)
-    c = model.config
-    imgs, uint8 = random_batch(c, N, device=device)
-    noise = mask_noise(0, np.arange(N), K, c.num_patches).to(device)
-    check = checks(model, hf, imgs, noise, device)
-    with torch.inference_mode():
-        flops = matmul_flops(lambda: ours_scores(model, imgs, noise, MASK_RATIO))[1] / (K * N)
-    peak = matmul_peak(torch.bfloat16, device, repeats=1 if args.smoke else 5)
 
-    rows = []
+def kernel_rows(args, model, hf, imgs, noise, sizes, device) -> list:
+    """The scoring forward alone, ours at each batch size, then transformers at its best batch size (last row)."""
+    K, c, rows = args.masks, model.config, []
     compiled = None if args.no_compile else torch.compile(lambda x, n: ours_scores(model, x, n, MASK_RATIO),
                                                           dynamic=False)
     with torch.inference_mode(), bf16(device):
@@ -125,22 +115,40 @@ def main(argv=None):
             rows.append({**max(hf_rows, key=lambda r: r["rate"]),
                          "note": "best of " + ", ".join(f"{r['variant'].rsplit(' ', 1)[1]}: {r['rate']:,.0f}"
                                                         for r in hf_rows)})
-    base = rows[-1]["variant"]
+    return rows
 
-    # end to end: uint8 images in host memory -> (K, N) scores on the host
-    reps = -(-args.total // N)
-    source = ArraySource(np.tile(uint8.numpy(), (reps, 1, 1, 1))[:args.total], name="bench")
-    spec = ScoreSpec(mask_ratio=MASK_RATIO, num_masks=K)
-    run = dict(batch_size=N, device=device)
+
+def end_to_end(args, model, uint8, n, device) -> dict:
+    """uint8 images in host memory -> (K, N) scores on the host, by score_images and its fast paths."""
+    source = ArraySource(np.tile(uint8.numpy(), (-(-args.total // n), 1, 1, 1))[:args.total], name="bench")
+    spec, run = ScoreSpec(mask_ratio=MASK_RATIO, num_masks=args.masks), dict(batch_size=n, device=device)
     e2e = {"score_images plain": lambda: score_images(model, source, spec, **run)}
     if not args.no_compile:
         e2e["score_images compile"] = lambda: score_images(model, source, spec, compile=True, **run)
-    if cuda:
+    if device == "cuda":
         e2e["score_images cuda_graphs"] = lambda: score_images(model, source, spec, cuda_graphs=True, **run)
         if not args.no_compile:
             e2e["score_images compile + cuda_graphs"] = lambda: score_images(model, source, spec, compile=True,
                                                                             cuda_graphs=True, **run)
-    timed(rows, e2e, max(1, args.repeats // 2), device, K * args.total)
+    return e2e
+
+
+def main(argv=None):
+    args, device, shape = parse_args(argv)
+    cuda = device == "cuda"
+    K, sizes = args.masks, [int(n) for n in args.images.split(",")]
+    N = max(sizes)
+    model, hf = build_pair(shape, MASK_RATIO, device=device)
+    c = model.config
+    imgs, uint8 = random_batch(c, N, device=device)
+    noise = mask_noise(0, np.arange(N), K, c.num_patches).to(device)
+    check = checks(model, hf, imgs, noise, device)
+    with torch.inference_mode():
+        flops = matmul_flops(lambda: ours_scores(model, imgs, noise, MASK_RATIO))[1] / (K * N)
+    peak = matmul_peak(torch.bfloat16, device, repeats=1 if args.smoke else 5)
+    rows = kernel_rows(args, model, hf, imgs, noise, sizes, device)
+    base = rows[-1]["variant"]
+    timed(rows, end_to_end(args, model, uint8, N, device), max(1, args.repeats // 2), device, K * args.total)
 
     name = torch.cuda.get_device_name() if cuda else "cpu (smoke)"
     best = max((r for r in rows if r["variant"] != base), key=lambda r: r["rate"])
