@@ -4,6 +4,7 @@ Follows facebookresearch/mae models_mae.py name for name, built from timm's
 PatchEmbed and Block. Masking takes its noise as an argument: nothing here
 draws from a global RNG, so a score is reproducible whatever the batch.
 """
+import math
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -167,6 +168,32 @@ def smallest_mask_ratio(num_patches: int) -> float:
     return 0.5 / num_patches
 
 
+def largest_mask_ratio(num_patches: int) -> float:
+    """The largest ratio that still leaves a patch visible, rounded down to 4 decimals."""
+    ratio = math.floor((1 - 1 / num_patches) * 1e4) / 1e4
+    while num_visible(num_patches, ratio) < 1:  # float rounding at the boundary
+        ratio -= 1e-4
+    return ratio
+
+
+def check_visible(num_patches: int, mask_ratio: float) -> float:
+    """The mask ratio, if it leaves at least one of num_patches patches visible; else a ValueError."""
+    if num_visible(num_patches, mask_ratio) < 1:
+        largest = (f"the largest ratio that keeps one patch visible is {largest_mask_ratio(num_patches):g}"
+                   if num_patches > 1 else "an image of one patch cannot be masked")
+        raise ValueError(f"mask_ratio {mask_ratio:g} leaves none of the {num_patches} patches visible "
+                         f"(int({num_patches} * (1 - {mask_ratio:g})) = 0), so the encoder would see nothing; "
+                         f"{largest}")
+    return float(mask_ratio)
+
+
+def check_seed(seed) -> int:
+    """A mask seed as an int: an integer in 0..2**63-1 (it seeds 64-bit hashing)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 1 << 63:
+        raise ValueError(f"seed must lie in 0..2**63-1, got {seed!r}")
+    return int(seed)
+
+
 _U64 = 1 << 64
 
 
@@ -192,12 +219,13 @@ def mask_noise(seed: int, image_ids, num_masks: int, num_patches: int) -> torch.
     is scored in. Values are float64 in [0, 1) with 53 random bits, so argsort
     ties never occur in practice.
     """
+    seed = check_seed(seed)
     ids = torch.as_tensor(np.asarray(image_ids, dtype=np.int64))
     if ids.ndim != 1:
         raise ValueError(f"image_ids must be one-dimensional, got shape {tuple(ids.shape)}")
     k = torch.arange(num_masks, dtype=torch.int64)
     patch = torch.arange(num_patches, dtype=torch.int64)
-    key = _splitmix64(_splitmix64(torch.tensor(int(seed), dtype=torch.int64)) ^ ids)  # (N,)
+    key = _splitmix64(_splitmix64(torch.tensor(seed, dtype=torch.int64)) ^ ids)  # (N,)
     key = _splitmix64(key[None, :] ^ _splitmix64(k)[:, None])  # (K, N)
     bits = _splitmix64(key[..., None] + patch * _GOLDEN)  # (K, N, L)
     return ((bits >> 11) & ((1 << 53) - 1)).double() / float(1 << 53)
@@ -449,5 +477,6 @@ def build_model(config: MAEConfig, seed: int = 0) -> MaskedAutoencoderViT:
 
 
 __all__ = ["MAEConfig", "PRESETS", "get_config", "MaskedAutoencoderViT", "Reconstruction", "reconstruct",
-           "mask_noise", "check_mask_ratio", "num_masked", "num_visible", "smallest_mask_ratio",
+           "mask_noise", "check_mask_ratio", "check_visible", "check_seed", "num_masked", "num_visible",
+           "smallest_mask_ratio", "largest_mask_ratio",
            "get_2d_sincos_pos_embed", "build_model", "count_parameters", "IMAGENET_MEAN", "IMAGENET_STD"]

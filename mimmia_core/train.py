@@ -3,6 +3,7 @@
 One plain loop for target, shadow and reference models alike. bf16 autocast on
 CUDA, fp32 on CPU; DistributedDataParallel when launched by torchrun.
 """
+import io
 import math
 import os
 import time
@@ -15,9 +16,10 @@ import torch.distributed as dist
 from timm.optim import param_groups_weight_decay
 from tqdm import tqdm
 
-from .checkpoint import save_checkpoint
+from .atomic import atomic_write_bytes, recover_dir
+from .checkpoint import CheckpointError, save_checkpoint, torch_load_checked
 from .data import ImageSource
-from .model import MaskedAutoencoderViT, check_mask_ratio
+from .model import MaskedAutoencoderViT, check_mask_ratio, check_seed, check_visible
 
 STATE_FILE = "train_state.pt"
 PROGRESS_EVERY = 10  # steps between progress-bar loss readings
@@ -47,8 +49,7 @@ class TrainConfig:
         check_mask_ratio(self.mask_ratio)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}")
+        check_seed(self.seed)
 
 
 def lr_at(cfg: TrainConfig, base_lr: float, epoch: float) -> float:
@@ -86,16 +87,8 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     With `out_dir`, the final model is saved there (mimmia format), epochs in
     `save_epochs` under out_dir/epochs/, and a resumable state after each epoch.
     """
-    rank, world = _distributed()
-    if torch.cuda.is_available() and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    device = torch.device(device) if device is not None else default_device()
-    model.to(device).train()
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    if cfg.compile:
-        net = torch.compile(net)
-
+    check_visible(model.config.num_patches, cfg.mask_ratio)
+    rank, world, device, net = _place(model, cfg, device)
     total_batch = cfg.batch_size * world
     base_lr = cfg.lr if cfg.lr is not None else cfg.blr * total_batch / 256
     optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas,
@@ -105,65 +98,28 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     start_epoch, losses = 0, []
     out_dir = Path(out_dir) if out_dir else None
     if out_dir and rank == 0:
+        recover_dir(out_dir)  # a kill during the last save may have left the state aside
         out_dir.mkdir(parents=True, exist_ok=True)
     if resume and out_dir and (out_dir / STATE_FILE).exists():
-        state = torch.load(out_dir / STATE_FILE, map_location="cpu", weights_only=True)
-        saved = state.get("recipe", recipe)  # older state files did not record it
-        changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k) != v}
-        if changed:
-            raise ValueError(f"{out_dir / STATE_FILE} was trained with another recipe (was, now): {changed}; "
-                             f"resume with the same settings, only epochs, save_epochs and keep_state may change")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, losses = state["epoch"], state["losses"]
-
-    n = len(source)
-    if n < total_batch:
-        raise ValueError(f"{source.name} has {n} images, fewer than one batch of {total_batch}")
-    steps_per_epoch = n // total_batch  # drop the last partial batch, as MAE does
-    L = model.config.num_patches
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
-        else torch.autocast("cpu", enabled=False)
-
+        start_epoch, losses = _resume(out_dir / STATE_FILE, model, optimizer, recipe)
+    if len(source) < total_batch:
+        raise ValueError(f"{source.name} has {len(source)} images, fewer than one batch of {total_batch}")
+    steps_per_epoch = len(source) // total_batch  # drop the last partial batch, as MAE does
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
-        perm = torch.randperm(n, generator=_epoch_generator(cfg.seed, epoch, 0))
-        noise_gen = _epoch_generator(cfg.seed, epoch, 1 + rank)
-        epoch_loss, t0 = torch.zeros((), device=device), time.perf_counter()
-        for step in range(steps_per_epoch):
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(cfg, base_lr, epoch + step / steps_per_epoch)
-            pos = perm[step * total_batch:(step + 1) * total_batch][rank::world].numpy()
-            imgs = model.normalize(torch.from_numpy(source.images(pos)))
-            noise = torch.rand(len(pos), L, generator=noise_gen)
-            with autocast:
-                loss, _, _ = net(imgs, cfg.mask_ratio, noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            epoch_loss += loss.detach()
-            bar.update(1)
-            if step % PROGRESS_EVERY == 0:  # reading the loss waits for the device: not every step
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}",
-                                img_s=f"{(step + 1) * total_batch / (time.perf_counter() - t0):.0f}", refresh=False)
-        if world > 1:
-            dist.all_reduce(epoch_loss)
-            epoch_loss /= world
-        losses.append(epoch_loss.item() / steps_per_epoch)
+        losses.append(_train_epoch(net, model, optimizer, source, cfg, base_lr, epoch, (rank, world), bar))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the lr")
-
         if out_dir and rank == 0:
             if epoch + 1 in cfg.save_epochs:
                 save_checkpoint(model, out_dir / "epochs" / f"epoch-{epoch + 1:04d}",
                                 _provenance(cfg, source, epoch + 1, world, provenance))
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                      "losses": losses, "recipe": recipe}
-            torch.save(state, out_dir / (STATE_FILE + ".tmp"))
-            os.replace(out_dir / (STATE_FILE + ".tmp"), out_dir / STATE_FILE)
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write_bytes(out_dir / STATE_FILE, buf.getvalue())
     bar.close()
     model.eval()
     if out_dir and rank == 0:
@@ -171,6 +127,101 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
         if not cfg.keep_state:
             (out_dir / STATE_FILE).unlink(missing_ok=True)
     return losses
+
+
+def _place(model: MaskedAutoencoderViT, cfg: TrainConfig, device):
+    """(rank, world size, device, the network to call): the model moved there, in DDP and compiled as asked."""
+    rank, world = _distributed()
+    if torch.cuda.is_available() and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device).train()
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    return rank, world, device, torch.compile(net) if cfg.compile else net
+
+
+def _train_epoch(net, model, optimizer, source: ImageSource, cfg: TrainConfig, base_lr: float, epoch: int,
+                 placement: tuple, bar) -> float:
+    """One epoch of steps on this rank; the mean loss over the steps (averaged over the ranks)."""
+    rank, world = placement
+    total_batch = cfg.batch_size * world
+    steps = len(source) // total_batch
+    device = model.pos_embed.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    perm = torch.randperm(len(source), generator=_epoch_generator(cfg.seed, epoch, 0))
+    noise_gen = _epoch_generator(cfg.seed, epoch, 1 + rank)
+    epoch_loss, t0 = torch.zeros((), device=device), time.perf_counter()
+    for step in range(steps):
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(cfg, base_lr, epoch + step / steps)
+        pos = perm[step * total_batch:(step + 1) * total_batch][rank::world].numpy()
+        imgs = model.normalize(torch.from_numpy(source.images(pos)))
+        noise = torch.rand(len(pos), model.config.num_patches, generator=noise_gen)
+        with autocast:
+            loss, _, _ = net(imgs, cfg.mask_ratio, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        optimizer.step()
+        epoch_loss += loss.detach()
+        bar.update(1)
+        if step % PROGRESS_EVERY == 0:  # reading the loss waits for the device: not every step
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}",
+                            img_s=f"{(step + 1) * total_batch / (time.perf_counter() - t0):.0f}", refresh=False)
+    if world > 1:
+        dist.all_reduce(epoch_loss)
+        epoch_loss /= world
+    return epoch_loss.item() / steps
+
+
+def _resume(path: Path, model: MaskedAutoencoderViT, optimizer, recipe: dict) -> tuple[int, list]:
+    """Load a training state into model and optimizer; (epochs done, their losses). A state file that
+    is unreadable, of another shape or another recipe is a CheckpointError naming it."""
+    fix = f"delete {path} to start afresh, or drop --resume"
+    try:
+        state = torch_load_checked(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{str(e).rstrip('.')}; {fix}") from None
+    problem = _state_problem(state)
+    if problem:
+        raise CheckpointError(f"{path} is not a mimmia training state: {problem}; {fix}")
+    saved = state.get("recipe", recipe)  # older state files did not record it
+    changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k) != v}
+    if changed:
+        raise ValueError(f"{path} was trained with another recipe (was, now): {changed}; resume with the same "
+                         f"settings, only epochs, save_epochs and keep_state may change")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        why = " ".join(str(e).split())  # one line
+        raise CheckpointError(f"{path} does not fit this model and optimizer ({why[:300]}); {fix}") from None
+    return state["epoch"], list(state["losses"])
+
+
+def _state_problem(state) -> str | None:
+    """What is wrong with the contents of a train_state.pt, or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    missing = [k for k in ("model", "optimizer", "epoch", "losses") if k not in state]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        return "'model' is not a dict of tensors"
+    if not isinstance(state["optimizer"], dict) or not {"state", "param_groups"} <= set(state["optimizer"]):
+        return "'optimizer' is not an optimizer state dict"
+    epoch, losses = state["epoch"], state["losses"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"'epoch' is {epoch!r}, not a count of epochs"
+    if not isinstance(losses, list) or len(losses) != epoch or \
+            not all(isinstance(x, float) and math.isfinite(x) for x in losses):
+        return f"'losses' is not a list of {epoch} finite floats"
+    if not isinstance(state.get("recipe", {}), dict):
+        return "'recipe' is not a dict"
+    return None
 
 
 def _provenance(cfg: TrainConfig, source: ImageSource, epochs: int, world: int, extra: dict | None) -> dict:

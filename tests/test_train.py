@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddp_train import TINY, smooth_images
-from mimmia_core.checkpoint import load_own_checkpoint
+from mimmia_core.checkpoint import CheckpointError, load_own_checkpoint
 from mimmia_core.data import ArraySource
 from mimmia_core.model import build_model
 from mimmia_core.train import STATE_FILE, TrainConfig, lr_at, train_mae
@@ -145,3 +145,73 @@ def test_ddp_two_cpu_processes(tmp_path):
     for rank in ranks:  # resuming under DDP continues exactly, on every rank
         assert rank["resumed_losses"] == losses
         assert all(torch.equal(rank["resumed_state"][k], v) for k, v in rank["state"].items())
+
+
+class Malicious:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _state_variants(good: dict) -> dict:
+    """name -> (bytes of a damaged train_state.pt, the error it must give)."""
+    import io
+    import pickle
+
+    def saved(obj):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
+    whole = saved(good)
+    return {
+        "truncated": (whole[:len(whole) // 2], "not a readable PyTorch checkpoint, or a truncated one"),
+        "garbage": (b"\0not a state" * 10, "not a readable PyTorch checkpoint"),
+        "malicious": (saved({"model": Malicious()}), "refused to unpickle"),
+        "pickle": (pickle.dumps(Malicious()), "refused to unpickle|not a readable PyTorch checkpoint"),
+        "a list": (saved([1, 2]), "holds a list, not a dict"),
+        "no optimizer": (saved({k: v for k, v in good.items() if k != "optimizer"}), "missing optimizer"),
+        "epoch as text": (saved({**good, "epoch": "1"}), "'epoch' is '1'"),
+        "losses short": (saved({**good, "losses": []}), "'losses' is not a list of 1 finite floats"),
+        "model not tensors": (saved({**good, "model": {"w": 1}}), "'model' is not a dict of tensors"),
+        "other shapes": (saved({**good, "model": {"pos_embed": torch.zeros(3)}}),
+                         "does not fit this model and optimizer"),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_resume_refuses_a_damaged_state_file_by_name(tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=2e-3, keep_state=True)
+    train(cfg, tmp_path / "good")
+    good = torch.load(tmp_path / "good" / STATE_FILE, weights_only=True)
+    for name, (data, message) in _state_variants(good).items():
+        out = tmp_path / name.replace(" ", "-")
+        out.mkdir()
+        (out / STATE_FILE).write_bytes(data)
+        with pytest.raises(CheckpointError, match=message) as e:
+            train(TrainConfig(epochs=2, batch_size=16, lr=2e-3), out, resume=True)
+        text = str(e.value)
+        assert str(out / STATE_FILE) in text and "drop --resume" in text and "weights_only=False" not in text, name
+        assert (out / STATE_FILE).read_bytes() == data  # left as it was
+
+
+def test_state_file_is_written_atomically(tmp_path, monkeypatch):
+    from mimmia_core import atomic
+    seen = []
+    real = atomic.atomic_write_bytes
+
+    def spy(path, data):
+        seen.append(Path(path).name)
+        return real(path, data)
+    monkeypatch.setattr("mimmia_core.train.atomic_write_bytes", spy)
+    train(TrainConfig(epochs=2, batch_size=16, lr=2e-3, keep_state=True), tmp_path)
+    assert seen == [STATE_FILE, STATE_FILE]
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["epoch"] == 2
+    assert not list(tmp_path.glob("*.tmp")) and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["mimmia.json", "model.safetensors", STATE_FILE]
+
+
+def test_a_mask_ratio_that_hides_every_patch_is_refused():
+    with pytest.raises(ValueError, match=r"mask_ratio 0.99 leaves none of the 16 patches visible .* the largest "
+                                         r"ratio that keeps one patch visible is 0.9375"):
+        train(TrainConfig(epochs=1, batch_size=16, mask_ratio=0.99))
+    with pytest.raises(ValueError, match=r"seed must lie in 0..2\*\*63-1, got -1"):
+        TrainConfig(seed=-1)
