@@ -8,6 +8,7 @@ does not grow with the number of images. A source opened from a spec string
 import gzip
 import hashlib
 import io
+import os
 import re
 import struct
 import warnings
@@ -20,13 +21,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .assets import DEMO_DIR
+
 from .paths import require_exists
 
-FASHION_MNIST_DIRS = (Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fashion-mnist",
-                      Path("/usr/share/datasets/fashion-mnist"))
+# $MIMMIA_FASHION_MNIST, then Debian's dataset-fashion-mnist package
+FASHION_MNIST_DIRS = tuple(Path(d) for d in (os.environ.get("MIMMIA_FASHION_MNIST"),
+                                             "/usr/share/datasets/fashion-mnist") if d)
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-DEMO_DATA = Path(__file__).resolve().parent.parent / "assets" / "demo" / "fashion_mnist_subset.npz"
+DEMO_DATA = DEMO_DIR / "fashion_mnist_subset.npz"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 TORCHVISION_SETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 SPLITS = ("train", "test")
@@ -434,8 +438,9 @@ def load_fashion_mnist(root=None, split: str = "train", download: bool = False) 
         source = ArraySource(images, labels=labels, name=f"fashion-mnist-{split}")
         source.spec = f"fashion-mnist:{split}" + (f"@{root}" if root else "")
         return source
-    raise FileNotFoundError(f"Fashion-MNIST {split} files not found in {[str(r) for r in roots] or FASHION_MNIST_DIRS}; "
-                            f"pass root= or download=True")
+    raise FileNotFoundError(f"Fashion-MNIST {split} files not found in {[str(r) for r in roots or FASHION_MNIST_DIRS]}; "
+                            f"give the folder as fashion-mnist:{split}@ROOT, set $MIMMIA_FASHION_MNIST, or install "
+                            f"Debian's dataset-fashion-mnist")
 
 
 def load_torchvision(name: str, root, train: bool = True, download: bool = False) -> ArraySource:
@@ -551,7 +556,7 @@ def open_source(spec: str) -> ImageSource:
     """Open an image source from a short spec:
 
         demo                                  the bundled Fashion-MNIST subset
-        fashion-mnist[:train|:test][@ROOT]    IDX files (default: the shared copy)
+        fashion-mnist[:train|:test][@ROOT]    IDX files (default: $MIMMIA_FASHION_MNIST, Debian's copy)
         mnist:ROOT[:train|:test]              torchvision layout under ROOT
         cifar10:ROOT[:train|:test]            torchvision layout (ROOT/cifar-10-batches-py)
         cifar100:ROOT[:train|:test]           torchvision layout (ROOT/cifar-100-python)

@@ -9,13 +9,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .assets import DEMO_DIR
 from .checkpoint import LoadedModel, load_model
 from .data import DEMO_DATA, ImageSource, load_demo, load_npz, open_source
 from .foreign import attach_decoder, describe_checkpoint
 from .manifest import SplitManifest
 from .train import default_device
 
-DEMO_DIR = DEMO_DATA.parent
 
 
 @dataclass

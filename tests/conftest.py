@@ -1,5 +1,11 @@
-"""Shared test fixtures: tiny models and images, one CPU thread."""
+"""Shared test fixtures: tiny models and images, one CPU thread; the shared Fashion-MNIST copy."""
+import os
 import shutil
+from pathlib import Path
+
+SHARED_FASHION_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "fashion-mnist"
+if SHARED_FASHION_MNIST.is_dir():  # before mimmia_core reads it
+    os.environ.setdefault("MIMMIA_FASHION_MNIST", str(SHARED_FASHION_MNIST))
 
 import numpy as np
 import pytest
