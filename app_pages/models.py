@@ -1,4 +1,5 @@
-"""Models: load and inspect a checkpoint (mimmia folder, official MAE .pth, Hugging Face ViTMAE folder)."""
+"""Models: load and inspect a checkpoint (mimmia folder, official MAE .pth, Hugging Face ViTMAE folder),
+or a published MAE by name (hf:ORG/NAME[@REVISION], timm:MODEL_NAME)."""
 import hashlib
 import tempfile
 from pathlib import Path
@@ -9,14 +10,17 @@ import streamlit as st
 from app_pages import common
 from mimmia_core.checkpoint import MissingSettingsError, load_model
 from mimmia_core.foreign import describe_checkpoint
+from mimmia_core.hub import KNOWN_MAES, KNOWN_NOTE
 
 st.title("Models")
 st.caption("Inspect any MAE checkpoint mimmia reads: its own format (a folder with model.safetensors and "
-           "mimmia.json), an official MAE .pth (facebookresearch/mae, timm), or a Hugging Face ViTMAE folder. "
+           "mimmia.json), an official MAE .pth (facebookresearch/mae, timm), a Hugging Face ViTMAE folder, or a "
+           "published MAE by name (Hugging Face hub, timm). "
            "Reconstruction attacks need the decoder; encoder-only releases can borrow the shadow's decoder.")
 
 options = {"experiment": "a model of the loaded experiment", "path": "a path on this machine",
-           "upload": "an uploaded .pth file"}
+           "upload": "an uploaded .pth file", "hub": "a published MAE (by name)"}
+OTHER_NAME = "another name…"
 how = st.radio("Inspect", list(options), format_func=options.get, key="models_source", horizontal=True)
 
 
@@ -34,6 +38,26 @@ def _load_upload(digest: str, name: str, hints: tuple, _data: bytes):
             raise ValueError(str(e).replace(str(path), name)) from None
     loaded.path = name
     return loaded
+
+
+@st.cache_resource(show_spinner="Resolving the name (a first use downloads the files once)…", max_entries=4)
+def _load_by_name(name: str, hints: tuple):
+    """Keyed on the name as typed and the hints: a branch such as main is looked up again only when the
+    dashboard restarts (pin a commit with @COMMIT for one exact model)."""
+    return load_model(name, "cpu", config=dict(hints) or None)
+
+
+def pick_published() -> str:
+    """A known MAE from the picker, or any hf:/timm: name typed in."""
+    choice = st.selectbox("Published MAE", [*KNOWN_MAES, OTHER_NAME], key="models_hub_pick")
+    if choice == OTHER_NAME:
+        name = st.text_input("Name", key="models_hub_name",
+                             placeholder="hf:ORG/NAME[@REVISION] or timm:MODEL_NAME, e.g. hf:org/name@main")
+        st.caption("Any transformers ViTMAE repository (hf:) or timm MAE encoder (timm:); settings may follow "
+                   f"after '?', as in a path. {KNOWN_NOTE}")
+        return name.strip()
+    st.caption(f"{KNOWN_MAES[choice].caption()}. {KNOWN_NOTE}")
+    return choice
 
 
 def _numbers(text: str, label: str) -> tuple | None:
@@ -79,13 +103,20 @@ try:
         hints = architecture_hints()
         if path.strip():
             loaded = common.load_model_by_path(path.strip(), hints)
-    else:
+    elif how == "upload":
         up = st.file_uploader("Official MAE checkpoint (.pth, at most 20 MB here; use a path for larger files)",
                               type=["pth", "pt", "bin", "safetensors"], key="models_upload")
         hints = architecture_hints()
         if up is not None:
             data = up.getvalue()
             loaded = _load_upload(hashlib.sha256(data).hexdigest(), up.name, hints, data)
+    else:
+        name = pick_published()
+        hints = architecture_hints()
+        if st.button("Load", key="models_hub_load", disabled=not name, help="a first use downloads the files"):
+            st.session_state["models_hub_request"] = (name, hints)
+        if name and st.session_state.get("models_hub_request") == (name, hints):
+            loaded = _load_by_name(name, hints)
 except Exception as e:  # noqa: BLE001 -- a bad checkpoint is a message, never a traceback
     st.error(f"Could not load this checkpoint: {common.error_text(e)}")
 
@@ -117,3 +148,7 @@ with right:
     st.subheader("Provenance")
     st.json(d["provenance"] or {"note": "the checkpoint records no provenance"}, expanded=2)
     st.caption(f"Path: {d['path']}  \nWeights fingerprint: {d['fingerprint']}")
+    if "hub" in d["provenance"]:
+        h = d["provenance"]["hub"]
+        st.caption(f"{h['name']} resolved to {h['repo_id']} at commit {h['revision']}; the sha256 of every file "
+                   f"read is under hub.files")

@@ -250,16 +250,30 @@ def load_own_checkpoint(path, device="cpu", config=None) -> LoadedModel:
 
 def load_model(path, device="cpu", config=None) -> LoadedModel:
     """Load any supported checkpoint: a mimmia folder, a Hugging Face ViTMAE (or timm)
-    folder, or an official MAE .pth / .safetensors file.
+    folder, an official MAE .pth / .safetensors file, or a published MAE by name:
+    'hf:ORG/NAME[@REVISION]' or 'timm:MODEL_NAME' (hub.resolve finds its files in the
+    Hugging Face cache, downloading them once unless HF_HUB_OFFLINE=1).
 
     `path` may carry settings the file cannot tell, as 'PATH?key=value&...' (MAEConfig
     field names), or be a ModelRef; `config` (a dict of fields or an MAEConfig) adds
     more. Settings that a format does not define are never guessed: a
     MissingSettingsError names them.
     """
-    from . import foreign
+    from . import foreign, hub
 
     ref = model_ref(path, config)
+    if hub.is_hub_name(ref.path):  # hf:ORG/NAME[@REV] or timm:NAME: the files of a snapshot in the HF cache
+        found = hub.resolve(ref.path)
+        try:
+            loaded = foreign.load_hf_vitmae(found.folder, device, ref.config)
+        except MissingSettingsError as e:  # named as the user named it, so the CLI can point at the flag
+            err = MissingSettingsError(ref.path, found.explain_missing(e.missing))
+            err.args = (str(err).replace(f" as {Path(ref.path).name}?", f" as {ref.path}?", 1),)
+            raise err from None
+        except CheckpointError as e:
+            raise CheckpointError(f"{ref.path} (commit {found.commit}): {e}") from None
+        loaded.path, loaded.provenance = ref.path, {**loaded.provenance, "hub": found.provenance()}
+        return loaded
     try:
         path = require_exists(ref.path, "checkpoint")
     except FileNotFoundError as e:

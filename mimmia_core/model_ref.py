@@ -2,6 +2,8 @@
 
     off.pth?decoder_num_heads=4&mean=0&std=1
     hf_folder?mean=0.5,0.5,0.5&std=0.5,0.5,0.5
+    hf:facebook/vit-mae-base@main?norm_pix_loss=true     a published MAE by name (hub.py)
+    timm:vit_base_patch16_224.mae
 
 Every model flag of the CLI, an experiment JSON ("config" objects) and the
 dashboard give settings in this one vocabulary: MAEConfig field names.
@@ -70,7 +72,9 @@ def check_settings(settings, what: str = "config") -> dict:
 
 
 def parse_model_ref(text) -> ModelRef:
-    """'PATH?key=value&key=value' -> ModelRef. A path that exists as written is never split."""
+    """'PATH?key=value&key=value' -> ModelRef. A path that exists as written is never split. PATH may
+    be a hub name (hf:ORG/NAME[@REVISION], timm:MODEL_NAME): load_model resolves it, and the settings
+    after '?' apply to its files as to a local folder's."""
     if isinstance(text, ModelRef):
         return text
     text = str(text)
