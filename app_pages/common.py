@@ -20,6 +20,7 @@ import streamlit as st
 from mimmia_core.attacks import ATTACKS, run_attack, sweep
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import MissingSettingsError, load_model
+from mimmia_core.hub import is_hub_name
 from mimmia_core.model_ref import model_ref
 from mimmia_core.paths import missing_path_reason
 from mimmia_core.experiment import DEMO_DIR, load_demo_experiment, load_experiment, load_experiment_file
@@ -121,9 +122,9 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, MissingSettingsError):
         reasons = "; ".join(f"{name}: {why}" for name, why in e.missing.items())
         example = "&".join(f"{name}=..." for name in e.missing)
-        return (f"{Path(e.path).name}: cannot tell {', '.join(e.missing)} from the file ({reasons}). mimmia does "
+        return (f"{e.shown}: cannot tell {', '.join(e.missing)} from the file ({reasons}). mimmia does "
                 f"not guess settings that change the scores. Give them under **Architecture hints** on the Models "
-                f"page, or add them to the checkpoint path in the experiment form: {Path(e.path).name}?{example}")
+                f"page, or add them to the checkpoint path in the experiment form: {e.shown}?{example}")
     text = str(e).strip() or type(e).__name__
     if isinstance(e, (ValueError, OSError, KeyError)):
         return text
@@ -307,6 +308,8 @@ def load_model_by_path(path: str, hints: tuple = ()):
     """A checkpoint ('PATH' or 'PATH?key=value&...'), cached on (path, modification time, size, settings) so a
     rewritten file is reloaded. hints: (name, value) pairs of MAEConfig fields the file cannot tell."""
     ref = model_ref(path.strip(), dict(hints))
+    if is_hub_name(ref.path):  # hf:ORG/NAME or timm:NAME, resolved in the Hugging Face cache
+        return _load_model_cached(ref.path, "hub", tuple(sorted(ref.config.items())))
     p = Path(ref.path).expanduser()
     try:
         st_ = p.stat()

@@ -99,11 +99,12 @@ class MissingSettingsError(CheckpointError):
     """Settings that a file does not record and that change the scores; the message names each
     one, why it cannot be read, and how to supply it."""
 
-    def __init__(self, path, missing: dict):
+    def __init__(self, path, missing: dict, shown: str | None = None):
         self.path, self.missing = str(path), dict(missing)
+        self.shown = shown or Path(path).name  # how the user names the model: a file name, or hf:ORG/NAME
         reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
         super().__init__(f"{path}: cannot tell {', '.join(self.missing)} from the file ({reasons}). mimmia does "
-                         f"not guess settings that change the scores: {settings_howto(Path(path).name, missing)}")
+                         f"not guess settings that change the scores: {settings_howto(self.shown, missing)}")
 
 
 def config_from_fields(fields: dict, path) -> MAEConfig:
@@ -267,9 +268,7 @@ def load_model(path, device="cpu", config=None) -> LoadedModel:
         try:
             loaded = foreign.load_hf_vitmae(found.folder, device, ref.config)
         except MissingSettingsError as e:  # named as the user named it, so the CLI can point at the flag
-            err = MissingSettingsError(ref.path, found.explain_missing(e.missing))
-            err.args = (str(err).replace(f" as {Path(ref.path).name}?", f" as {ref.path}?", 1),)
-            raise err from None
+            raise MissingSettingsError(ref.path, found.explain_missing(e.missing), shown=ref.path) from None
         except CheckpointError as e:
             raise CheckpointError(f"{ref.path} (commit {found.commit}): {e}") from None
         loaded.path, loaded.provenance = ref.path, {**loaded.provenance, "hub": found.provenance()}

@@ -312,14 +312,15 @@ def _read_json(path: Path) -> dict:
 
 
 def _shard_path(directory: Path, name, index: Path) -> Path:
-    """A shard named by an index file, confined to the model folder."""
+    """A shard named by an index file, confined to the model folder by its name: relative, no '..'
+    (a Hugging Face cache snapshot links its files into blobs/, so resolved paths may lie elsewhere)."""
     if not isinstance(name, str) or not name:
         raise CheckpointError(f"{index}: weight_map names a shard {name!r}, not a file name")
-    shard = (directory / name).resolve()
-    if not shard.is_relative_to(directory.resolve()):
+    parts = Path(name).parts
+    if Path(name).is_absolute() or ".." in parts or "\\" in name:
         raise CheckpointError(f"{index}: the shard {name!r} lies outside the model folder {directory}; "
                               f"refused (an index may only name files inside its folder)")
-    return shard
+    return directory / name
 
 
 def _read_hub_weights(directory: Path) -> dict:
