@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from .attacks import ATTACKS, make_attack, run_attack, sweep
-from .atomic import atomic_write_text
+from .atomic import save_outputs
 from .report import attack_table, jsonable, sweep_table, write_attack_report, write_sweep
 from .scoring import AGGREGATES, DISTANCES, PRECISIONS, Scorer, ScoreSpec
 
@@ -225,13 +225,13 @@ def cmd_score(args) -> int:
     if args.decoder_from:
         loaded = attach_decoder(loaded, load_model(args.decoder_from, device))
     source, spec = open_source(args.data), _spec(args)
-    scores = _scorer(args).scores(loaded, source, spec)
+    scores = _scorer(args).scores(loaded, source, spec).require_finite(loaded.path)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["id", f"{args.aggregate}_{spec.distance}"] + [f"mask_{k}" for k in range(spec.num_masks)])
     for i, (image_id, agg) in enumerate(zip(scores.ids, scores.aggregate(args.aggregate))):
         writer.writerow([int(image_id), repr(float(agg))] + [repr(float(v)) for v in scores.per_mask[:, i]])
-    path = atomic_write_text(args.out, text.getvalue())
+    path, = save_outputs({args.out: text.getvalue()}, "the scores")
     print(f"scored {len(scores.ids)} images of {source.name} with {spec.num_masks} masks at ratio "
           f"{spec.mask_ratio:g} ({spec.distance}); wrote {path}")
     return 0

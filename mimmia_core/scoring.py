@@ -1,20 +1,27 @@
 """Membership scores: reconstruction distances (Li et al., 2024) and EncoderMI similarity.
 
 `score_images` masks every image K times with masks seeded by its id
-(`mask_noise`), reconstructs all K*N image-masks in one forward per batch (the
+(`mask_noise`), reconstructs its image-masks in one forward per batch (the
 patch embedding and the targets are computed once per image and shared by its
-K masks) and keeps only the (K, N) distances, streaming the source batch by
-batch. bf16 autocast on CUDA, fp32 on CPU. `Scorer` adds an in-process memo
-and the on-disk `ScoreCache`.
+masks) and keeps only the (K, N) distances, streaming the source batch by
+batch. A forward holds at most `rows_per_forward` image-masks: a large K is
+split into chunks of masks, with the same scores. bf16 autocast on CUDA, fp32
+on CPU. `Scorer` adds an in-process memo and the on-disk `ScoreCache`.
 
 Distances, per image and mask, over the MASKED patches unless said otherwise:
-  masked_mse  MSE in the model's target space (what MAE's loss uses);
-  all_mse     MSE in the target space over all patches;
-  pixel_mse   MSE in pixel space [0, 1] of the raw reconstruction; norm_pix_loss
-              models are un-normalised with each original patch's mean and
-              deviation, as `reconstruct` displays them;
-  pixel_l1    the same with absolute error;
-  psnr        10 log10(1 / pixel_mse) in dB (capped at 100 dB).
+  masked_mse     MSE in the model's target space (what MAE's loss uses);
+  all_mse        MSE in the target space over all patches;
+  pixel_mse      MSE in pixel space: the reconstruction is mapped back to pixels
+                 (norm_pix_loss predictions are un-normalised with each original
+                 patch's mean and deviation, then the model's mean/std undone) and
+                 CLAMPED to [0, 1], as `reconstruct` displays it, then compared
+                 with the original pixels in [0, 1];
+  pixel_mse_raw  the same WITHOUT the clamp: a prediction beyond [0, 1] counts its
+                 full error. Comparable between models that normalise
+                 differently (the pixel default of attacks.comparable_spec);
+  pixel_l1       pixel_mse's clamped reconstruction, mean absolute error;
+  psnr           10 log10(1 / pixel_mse) in dB (capped at 100 dB).
+Target-space distances (TARGET_SPACE_DISTANCES) are in each model's own units.
 """
 import threading
 from collections import OrderedDict
@@ -29,14 +36,17 @@ import torch.nn.functional as F
 from .cache import ScoreCache
 from .checkpoint import LoadedModel, model_fingerprint, weights_fingerprint
 from .data import ImageSource
-from .model import MaskedAutoencoderViT, check_mask_ratio, mask_noise, num_masked
+from .model import MaskedAutoencoderViT, check_mask_ratio, check_seed, check_visible, mask_noise, num_masked
 
 SCORING_VERSION = 2  # bump when a score's definition changes: old cache entries then miss
-DISTANCES = ("masked_mse", "all_mse", "pixel_mse", "pixel_l1", "psnr")
+DISTANCES = ("masked_mse", "all_mse", "pixel_mse", "pixel_mse_raw", "pixel_l1", "psnr")
+TARGET_SPACE_DISTANCES = ("masked_mse", "all_mse")  # in each model's own normalisation
+PIXEL_DISTANCES = ("pixel_mse", "pixel_mse_raw", "pixel_l1", "psnr")
 AGGREGATES = ("mean", "min", "median")
 PRECISIONS = ("auto", "fp32", "bf16")
 PSNR_MIN_MSE = 1e-10  # a perfect reconstruction scores 100 dB, not infinity
 CPU_ACTIVATION_BYTES = 16 << 20  # on CPU a forward is cut so its widest activation stays cache-sized
+MASKS_PER_IMAGE = 8  # off the CPU a forward holds at most batch_size * MASKS_PER_IMAGE image-masks
 CROP_SCALE = (0.2, 1.0)  # random resized crop as in MAE pre-training
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -51,11 +61,10 @@ class ScoreSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "mask_ratio", check_mask_ratio(self.mask_ratio))
-        for name in ("num_masks", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
+        if isinstance(self.num_masks, bool) or not isinstance(self.num_masks, (int, np.integer)):
+            raise ValueError(f"num_masks must be an integer, got {self.num_masks!r}")
+        object.__setattr__(self, "num_masks", int(self.num_masks))
+        object.__setattr__(self, "seed", check_seed(self.seed))
         if self.num_masks < 1:
             raise ValueError(f"num_masks must be at least 1, got {self.num_masks}")
         if self.distance not in DISTANCES:
@@ -90,6 +99,22 @@ class Scores:
         agg = self.aggregate(how)
         return agg if self.spec.distance == "psnr" else -agg
 
+    def require_finite(self, model) -> "Scores":
+        """These scores, or a ValueError naming the model and how many per-mask scores are NaN or infinite."""
+        refuse_non_finite(self.per_mask, f"model {model}",
+                          f" ({self.spec.distance} at mask ratio {self.spec.mask_ratio:g}, per image and mask): "
+                          f"its reconstructions overflow or are undefined; check the weights (a diverged "
+                          f"training run?) and its mean/std settings")
+        return self
+
+
+def refuse_non_finite(values, what: str, context: str = "") -> None:
+    """The one finiteness check of scores: a ValueError '<what>: B of N scores are NaN or infinite<context>'."""
+    values = np.asarray(values)
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise ValueError(f"{what}: {bad} of {values.size} scores are NaN or infinite{context}")
+
 
 # --------------------------------------------------------------------------
 # One batch
@@ -111,12 +136,15 @@ def batch_distances(model: MaskedAutoencoderViT, imgs: torch.Tensor, noise: torc
         err = ((pred - model.patch_targets(imgs)) ** 2).mean(dim=-1)  # (K, N, L) in fp32
         rows["masked_mse"] = (err * mask).sum(dim=-1) / masked
         rows["all_mse"] = err.mean(dim=-1)
-    if {"pixel_mse", "pixel_l1", "psnr"} & set(distances):
+    if set(PIXEL_DISTANCES) & set(distances):
         patches = model.patchify(imgs)
-        diff = model.patch_pixels(model.target_to_input(pred, patches)) - model.patch_pixels(patches)
+        recon = model.target_to_input(pred, patches)
+        diff = model.patch_pixels(recon) - model.patch_pixels(patches)
         rows["pixel_mse"] = ((diff ** 2).mean(dim=-1) * mask).sum(dim=-1) / masked
         rows["pixel_l1"] = (diff.abs().mean(dim=-1) * mask).sum(dim=-1) / masked
         rows["psnr"] = -10 * torch.log10(rows["pixel_mse"].clamp(min=PSNR_MIN_MSE))
+        raw = (recon - patches) * model.pixel_std.repeat(model.config.patch_size ** 2)  # pixels, unclamped
+        rows["pixel_mse_raw"] = ((raw ** 2).mean(dim=-1) * mask).sum(dim=-1) / masked
     return torch.stack([rows[d] for d in distances])
 
 
@@ -138,6 +166,21 @@ def images_per_forward(model: MaskedAutoencoderViT, rows_per_image: int) -> int:
     c = model.config
     widest = (c.num_patches + 1) * max(c.embed_dim, c.decoder_embed_dim) * c.mlp_ratio * 4
     return max(1, int(CPU_ACTIVATION_BYTES // (widest * rows_per_image)))
+
+
+def rows_per_forward(model: MaskedAutoencoderViT, device: torch.device, batch_size: int) -> int:
+    """The most image-masks one forward holds, whatever K: on CPU images_per_forward(model, 1),
+    elsewhere batch_size * MASKS_PER_IMAGE. More masks per image are split across forwards."""
+    return images_per_forward(model, 1) if device.type == "cpu" else max(1, batch_size) * MASKS_PER_IMAGE
+
+
+def _in_mask_chunks(fn, masks: int):
+    """fn(imgs, noise (K, n, L)) -> (D, K, n) computed `masks` masks at a time, concatenated."""
+    def run(imgs, noise):
+        if noise.shape[0] <= masks:
+            return fn(imgs, noise)
+        return torch.cat([fn(imgs, noise[k:k + masks]) for k in range(0, noise.shape[0], masks)], dim=1)
+    return run
 
 
 def _precision(precision: str, device: torch.device) -> str:
@@ -224,8 +267,7 @@ def _stream(model, source: ImageSource, batch_size: int, device, progress, preci
         raise ValueError(f"{source.name} holds no images to score")
     device = _on_device(model, device)
     cuda = device.type == "cuda"
-    if device.type == "cpu":
-        batch_size = min(batch_size, images_per_forward(model, rows_per_image))
+    batch_size = min(batch_size, max(1, rows_per_forward(model, device, batch_size) // rows_per_image))
     step = _make_step(fn, min(batch_size, len(source)), compile, cuda_graphs, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=_precision(precision, device) == "bf16",
                               cache_enabled=not cuda_graphs)
@@ -258,11 +300,14 @@ def score_distances(model: MaskedAutoencoderViT, source: ImageSource, spec: Scor
         raise ValueError(f"unknown distances {unknown}; choose from {DISTANCES}")
     distances = tuple(distances)
     L = model.config.num_patches
+    check_visible(L, spec.mask_ratio)
+    masks = min(spec.num_masks, rows_per_forward(model, _on_device(model, device), batch_size))
     ids, results = _stream(
         model, source, batch_size, device, progress, precision,
         noise_fn=lambda ids: mask_noise(spec.seed, ids, spec.num_masks, L),
-        fn=lambda imgs, noise: batch_distances(model, imgs, noise, spec.mask_ratio, distances),
-        rows_per_image=spec.num_masks, compile=compile, cuda_graphs=cuda_graphs)
+        fn=_in_mask_chunks(lambda imgs, noise: batch_distances(model, imgs, noise, spec.mask_ratio, distances),
+                           masks),
+        rows_per_image=masks, compile=compile, cuda_graphs=cuda_graphs)
     per_mask = np.concatenate(results, axis=2)  # (D, K, N)
     return ids, dict(zip(distances, per_mask))
 
@@ -361,7 +406,10 @@ class Scorer:
         self.compile = compile
         self.cuda_graphs = cuda_graphs
         self.memo_size = memo_size
-        self.store_distances = tuple(store_distances)  # which distances go to the disk cache
+        unknown = [d for d in store_distances if d not in DISTANCES]
+        if unknown:
+            raise ValueError(f"store_distances: unknown distances {unknown}; choose from {DISTANCES}")
+        self.store_distances = tuple(store_distances)  # which distances go to the disk cache (all are memoised)
         self._memo = OrderedDict()
         self._fingerprints = WeakKeyDictionary()
         self._lock = threading.RLock()
@@ -383,29 +431,31 @@ class Scorer:
 
     def similarity(self, loaded: LoadedModel, source: ImageSource, num_views: int = 8, seed: int = 0) -> np.ndarray:
         model = loaded.model
-        request = self._request(model, source, kind="similarity", num_views=num_views, seed=seed)
+        request = self._request(model, source, kind="similarity", num_views=num_views, seed=seed,
+                                skip=loaded.missing_decoder_keys)  # the encoder-only placeholder decoder is unused
         with self._lock:
-            arrays = self._lookup(request, lambda a: _ids_fit(a, source) and a["similarity"].shape == (len(source),))
+            arrays = self._lookup(request, lambda a: _ids_fit(a, source) and a.get("similarity", np.empty(0)).shape
+                                  == (len(source),))
             if arrays is None:
                 sim = embedding_similarity(model, source, num_views=num_views, seed=seed, batch_size=self.batch_size,
                                            device=self.device, progress=self.progress, precision=self.precision)
                 arrays = self._store(request, {"ids": source.ids, "similarity": sim}, True)
         return arrays["similarity"]
 
-    def fingerprint(self, model: torch.nn.Module) -> str:
-        """model_fingerprint (weights and config); the weights' hash is memoised until a parameter or
-        buffer is modified in place or moved."""
-        versions = tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
+    def fingerprint(self, model: torch.nn.Module, skip=()) -> str:
+        """model_fingerprint (weights and config; `skip`: weights not in the checkpoint); the weights'
+        hash is memoised until a parameter or buffer is modified in place or moved."""
+        versions = (tuple((t.data_ptr(), t._version) for t in model.state_dict().values()), tuple(sorted(skip)))
         with self._lock:
             known = self._fingerprints.get(model)
             if known is None or known[0] != versions:
-                known = self._fingerprints[model] = (versions, weights_fingerprint(model))
+                known = self._fingerprints[model] = (versions, weights_fingerprint(model, set(skip)))
         return model_fingerprint(model, weights=known[1])
 
-    def _request(self, model, source: ImageSource, **parts) -> dict:
+    def _request(self, model, source: ImageSource, skip=(), **parts) -> dict:
         """What a result is computed from: the cache key and the check of every entry read."""
         device = self.device or model.pos_embed.device
-        return dict(model=self.fingerprint(model), source=source.fingerprint(),
+        return dict(model=self.fingerprint(model, skip), source=source.fingerprint(),
                     precision=_precision(self.precision, device), version=SCORING_VERSION, **parts)
 
     def _lookup(self, request: dict, fits) -> dict | None:
@@ -458,6 +508,7 @@ def _scores_fit(source: ImageSource, spec: ScoreSpec):
     return fits
 
 
-__all__ = ["DISTANCES", "AGGREGATES", "SCORING_VERSION", "ScoreSpec", "Scores", "batch_distances",
-           "score_distances", "score_images", "images_per_forward", "view_noise", "augment_views",
+__all__ = ["DISTANCES", "TARGET_SPACE_DISTANCES", "PIXEL_DISTANCES", "AGGREGATES", "SCORING_VERSION", "ScoreSpec",
+           "Scores", "refuse_non_finite", "batch_distances", "score_distances", "score_images", "images_per_forward",
+           "rows_per_forward", "view_noise", "augment_views",
            "view_similarity", "embedding_similarity", "Scorer"]

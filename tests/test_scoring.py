@@ -1,4 +1,6 @@
 import dataclasses
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +47,9 @@ def reference(model, source, spec):
                 diff = (rec.reconstruction - rec.original)[m]
                 out["pixel_mse"][k, i] = (diff ** 2).mean().item()
                 out["pixel_l1"][k, i] = diff.abs().mean().item()
+                unclamped = model.unpatchify(model.target_to_input(pred, model.patchify(x)))
+                unclamped = unclamped * model.pixel_std.view(1, -1, 1, 1) + model.pixel_mean.view(1, -1, 1, 1)
+                out["pixel_mse_raw"][k, i] = ((unclamped - rec.original)[m] ** 2).mean().item()
     out["psnr"] = 10 * np.log10(1 / out["pixel_mse"])
     return out
 
@@ -61,6 +66,8 @@ def test_distances_match_per_image_reference(norm_pix_loss, channels):
         np.testing.assert_allclose(per[d], ref[d], rtol=1e-4, atol=1e-6, err_msg=d)
     # the masked patches are what is scored: masked and all-patch MSE differ
     assert not np.allclose(per["masked_mse"], per["all_mse"])
+    # clamping the prediction to [0, 1] only ever lowers the error; this untrained model overshoots
+    assert (per["pixel_mse_raw"] >= per["pixel_mse"] - 1e-9).all() and (per["pixel_mse_raw"] > per["pixel_mse"]).any()
 
 
 def test_scores_do_not_depend_on_batch_size_or_order():
@@ -271,3 +278,112 @@ def test_a_damaged_or_mismatching_entry_is_recomputed_and_replaced(tmp_path, dam
     assert not fresh.is_cached(loaded(model), source, spec)
     np.testing.assert_allclose(fresh.scores(loaded(model), source, spec).per_mask, right, rtol=1e-6)
     assert Scorer(cache=ScoreCache(tmp_path, read_only_roots=())).is_cached(loaded(model), source, spec)
+
+
+def test_many_masks_are_split_across_forwards_with_the_same_scores(monkeypatch):
+    from mimmia_core import scoring
+    model, source = tiny_model(norm_pix_loss=True), tiny_source(5)
+    spec = ScoreSpec(mask_ratio=0.6, num_masks=7, seed=3)
+    whole = score_distances(model, source, spec, batch_size=5)[1]
+    rows, real = [], scoring.batch_distances
+
+    def counting(model, imgs, noise, *args):
+        rows.append(noise.shape[0] * noise.shape[1])
+        return real(model, imgs, noise, *args)
+    monkeypatch.setattr(scoring, "batch_distances", counting)
+    c = model.config
+    widest = (c.num_patches + 1) * max(c.embed_dim, c.decoder_embed_dim) * c.mlp_ratio * 4
+    monkeypatch.setattr(scoring, "CPU_ACTIVATION_BYTES", 3 * widest)  # 3 image-masks per forward
+    assert scoring.rows_per_forward(model, torch.device("cpu"), 5) == 3
+    split = score_distances(model, source, spec, batch_size=5)[1]
+    assert max(rows) == 3 and rows.count(3) == 2 * 5 and rows.count(1) == 5  # masks 0-2, 3-5, 6 per image
+    for d in DISTANCES:
+        np.testing.assert_array_equal(split[d], whole[d], err_msg=d)  # bit for bit
+
+
+def test_a_mask_ratio_that_leaves_no_patch_visible_is_refused():
+    model, source = tiny_model(), tiny_source(2)  # 16 patches
+    with pytest.raises(ValueError, match=r"mask_ratio 0.99 leaves none of the 16 patches visible .* largest ratio "
+                                         r"that keeps one patch visible is 0.9375"):
+        score_images(model, source, ScoreSpec(mask_ratio=0.99))
+    assert score_images(model, source, ScoreSpec(mask_ratio=0.9375, num_masks=1)).per_mask.shape == (1, 2)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64 + 5, 1.5, True])
+def test_a_seed_outside_64_bits_is_refused_by_name(seed):
+    with pytest.raises(ValueError, match=rf"seed must lie in 0..2\*\*63-1, got {re.escape(repr(seed))}"):
+        ScoreSpec(seed=seed)
+    with pytest.raises(ValueError, match=r"seed must lie in 0..2\*\*63-1"):
+        mask_noise(seed, [1, 2], 1, 16)
+    assert ScoreSpec(seed=np.int64(2**63 - 1)).seed == 2**63 - 1
+
+
+def test_non_finite_scores_are_refused_naming_the_model():
+    per = np.array([[1.0, np.nan, 2.0], [np.inf, 1.0, 1.0]])
+    scores = Scores(np.array([1, 2, 3]), per, ScoreSpec(num_masks=2))
+    with pytest.raises(ValueError, match=r"model ck/target: 2 of 6 scores are NaN or infinite \(masked_mse at mask "
+                                         r"ratio 0.75, per image and mask\)"):
+        scores.require_finite("ck/target")
+    ok = Scores(np.array([1, 2, 3]), np.ones((2, 3)), ScoreSpec(num_masks=2))
+    assert ok.require_finite("m") is ok
+
+
+def test_an_unwritable_cache_warns_and_still_returns_the_scores(tmp_path):
+    from mimmia_core.atomic import WriteWarning
+    (tmp_path / "file").write_text("in the way")
+    model, source, spec = tiny_model(), tiny_source(3), ScoreSpec(num_masks=2)
+    scorer = Scorer(cache=ScoreCache(tmp_path / "file" / "cache", read_only_roots=()))
+    with pytest.warns(WriteWarning, match="could not write the score cache"):
+        got = scorer.scores(loaded(model), source, spec)
+    np.testing.assert_array_equal(got.per_mask, score_images(model, source, spec).per_mask)
+
+
+def test_store_distances_are_checked():
+    with pytest.raises(ValueError, match=r"store_distances: unknown distances \['ssim'\]"):
+        Scorer(store_distances=("masked_mse", "ssim"))
+
+
+def _score_cli(tmp_path, model, *extra):
+    """`mimmia score` on a saved tiny model and 4 images: (exit code, stdout + stderr, --out path)."""
+    import contextlib
+    import io
+
+    from mimmia_core.checkpoint import save_checkpoint
+    from mimmia_core.cli import main
+    save_checkpoint(model, tmp_path / "ck")
+    images = tiny_source(4)
+    np.savez(tmp_path / "data.npz", images=images.images(np.arange(4)), ids=images.ids)
+    out, text = tmp_path / "scores.csv", io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        code = main(["score", "--model", str(tmp_path / "ck"), "--data", f"npz:{tmp_path / 'data.npz'}",
+                     "--num-masks", "2", "--out", str(out), "--device", "cpu", "--no-cache", *extra])
+    return code, text.getvalue(), out
+
+
+def test_score_cli_refuses_non_finite_scores(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        model.decoder_pred.bias[0] = float("nan")
+    code, text, out = _score_cli(tmp_path, model)
+    assert code == 2 and not out.exists()
+    assert f"mimmia score: error: model {tmp_path / 'ck'}: 8 of 8 scores are NaN or infinite (masked_mse" in text
+
+
+def test_score_cli_keeps_the_scores_when_out_cannot_be_written(tmp_path, monkeypatch):
+    from mimmia_core import atomic
+    real = atomic.atomic_write_bytes
+
+    def refuse_out(path, data):
+        if Path(path) == tmp_path / "scores.csv":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, data)
+    monkeypatch.setattr(atomic, "atomic_write_bytes", refuse_out)
+    model = tiny_model()
+    code, text, out = _score_cli(tmp_path, model, "--distance", "pixel_mse_raw")
+    assert code == 0 and not out.exists()
+    saved = Path(re.search(r"it is saved at (\S+) instead", text).group(1))
+    assert "warning: could not write the scores to" in text and f"wrote {saved}" in text
+    rows = saved.read_text().splitlines()
+    want = score_images(model, tiny_source(4), ScoreSpec(num_masks=2, distance="pixel_mse_raw"))
+    assert rows[0] == "id,mean_pixel_mse_raw,mask_0,mask_1" and len(rows) == 5
+    assert [float(r.split(",")[3]) for r in rows[1:]] == pytest.approx(want.per_mask[1], rel=1e-6)
