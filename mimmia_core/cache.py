@@ -12,7 +12,6 @@ import io
 import json
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ class ScoreCache:
     def __init__(self, root=None, read_only_roots=(BUNDLED_CACHE,)):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.read_only_roots = tuple(Path(r) for r in read_only_roots)
+        clean_stale_tmp(self.root)  # on opening, and again at the first write
         self._cleaned = False
 
     @staticmethod
@@ -67,8 +67,8 @@ class ScoreCache:
                     if REQUEST not in z.files or str(z[REQUEST]) != text:
                         continue
                     return {n: z[n] for n in z.files if n != REQUEST}
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-                continue
+            except Exception:  # noqa: BLE001 -- damaged bytes raise many types (BadZipFile, NotImplementedError ...)
+                continue  # unreadable: a miss, recomputed
         return None
 
     def put(self, request: dict, arrays: dict) -> Path | None:

@@ -102,3 +102,53 @@ def test_read_only_roots_are_searched_but_never_written(tmp_path):
     cache.put(other, {"a": np.ones(2)})
     assert (own / f"{ScoreCache.key(other)}.npz").is_file()
     assert not (tmp_path / "bundled" / f"{ScoreCache.key(other)}.npz").exists()
+
+
+def test_damaged_bytes_anywhere_are_a_miss(tmp_path):
+    cache = ScoreCache(tmp_path, read_only_roots=())
+    cache.put(REQUEST, {"ids": np.arange(50), "per_mask": np.random.default_rng(0).random((8, 50))})
+    path = cache.path(ScoreCache.key(REQUEST))
+    whole, rng = path.read_bytes(), np.random.default_rng(1)
+    for cut in range(0, len(whole), 97):
+        path.write_bytes(whole[:cut])
+        assert cache.get(REQUEST) is None, cut
+    for _ in range(100):
+        damaged = bytearray(whole)
+        for at in rng.integers(0, len(whole), 4):
+            damaged[at] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        got = cache.get(REQUEST)
+        assert got is None or np.array_equal(got["per_mask"], np.random.default_rng(0).random((8, 50)))
+
+
+def test_stale_temporary_files_are_removed_when_a_cache_is_opened(tmp_path):
+    stale, fresh = tmp_path / "a.npz.x.tmp", tmp_path / "b.npz.y.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    old = time.time() - mio.STALE_TMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    ScoreCache(tmp_path)
+    assert not stale.exists() and fresh.exists()
+    ScoreCache(tmp_path / "nothing" / "yet")  # a root that does not exist yet is fine
+
+
+def test_a_mismatching_bundled_entry_is_ignored(tmp_path):
+    """A read-only entry that claims the request but holds other ids: recomputed, the bundle untouched."""
+    import dataclasses
+
+    from mimmia_core.checkpoint import LoadedModel
+    from mimmia_core.scoring import Scorer, ScoreSpec, score_images
+    from test_scoring import tiny_model, tiny_source
+    model, source, spec = tiny_model(), tiny_source(4), ScoreSpec(num_masks=2)
+    loaded = LoadedModel(model, "mem", "mimmia", True)
+    bundle = ScoreCache(tmp_path / "bundle", read_only_roots=())
+    request = Scorer()._request(model, source, kind="scores", spec=dataclasses.asdict(spec))
+    bundle.put(request, {"ids": source.ids[::-1].copy(), "per_mask": np.zeros((2, 4))})
+    before = bundle.path(ScoreCache.key(request)).read_bytes()
+    scorer = Scorer(cache=ScoreCache(tmp_path / "own", read_only_roots=(tmp_path / "bundle",)))
+    assert not scorer.is_cached(loaded, source, spec)
+    got = scorer.scores(loaded, source, spec)
+    np.testing.assert_array_equal(got.per_mask, score_images(model, source, spec).per_mask)
+    assert bundle.path(ScoreCache.key(request)).read_bytes() == before
+    assert Scorer(cache=ScoreCache(tmp_path / "own", read_only_roots=(tmp_path / "bundle",))).is_cached(
+        loaded, source, spec)  # the fresh scores went to the own cache, which is searched first
