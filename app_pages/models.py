@@ -9,7 +9,7 @@ import streamlit as st
 
 from app_pages import common
 from mimmia_core.checkpoint import MissingSettingsError, load_model
-from mimmia_core.foreign import describe_checkpoint
+from mimmia_core.checkpoint import describe_checkpoint
 from mimmia_core.hub import KNOWN_MAES, KNOWN_NOTE
 
 st.title("Models")

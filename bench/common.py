@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-from mimmia_core.foreign import hf_to_official
+from mimmia_core.checkpoint import hf_to_official
 from mimmia_core.model import MAEConfig, MaskedAutoencoderViT, build_model, get_config
 from mimmia_core.scoring import batch_distances
 
@@ -19,7 +19,7 @@ SHAPES = {
 
 
 # --------------------------------------------------------------------------
-# ours -> transformers (5.x names), checked against foreign.hf_to_official
+# ours -> transformers (5.x names), checked against checkpoint.hf_to_official
 # --------------------------------------------------------------------------
 def hf_config(c: MAEConfig, mask_ratio: float) -> ViTMAEConfig:
     return ViTMAEConfig(

@@ -1,8 +1,9 @@
 """mimmia_core: membership inference against masked image modeling (MAE) encoders.
 
 model       the MAE (official layout, timm layers), seeded masking, reconstruct()
-checkpoint  own safetensors format; load_model() for every supported format
-foreign     official facebookresearch/mae .pth and Hugging Face ViTMAE imports
+checkpoint  load_model() for every format: own safetensors folders, official .pth, HF ViTMAE, timm
+model_ref   a model as a user names it: PATH?key=value settings
+hub         published MAEs by name (hf:ORG/NAME, timm:NAME) in the Hugging Face cache
 data        image sources (Fashion-MNIST, CIFAR, folders, .npz, the demo)
 manifest    split manifests: who trained on which image ids
 train       MAE pre-training (AdamW, warmup + cosine, DDP)
@@ -18,7 +19,7 @@ from .checkpoint import CheckpointError, LoadedModel, load_model, save_checkpoin
 from .data import (ArraySource, ImageFolderSource, ImageSource, load_demo, load_fashion_mnist, load_image_bytes,
                    load_npz, load_torchvision, open_source)
 from .experiment import Experiment, load_demo_experiment, load_experiment
-from .foreign import attach_decoder, describe_checkpoint, load_hf_vitmae, load_official_mae
+from .checkpoint import attach_decoder, describe_checkpoint, load_hf_vitmae, load_official_mae
 from .manifest import SplitManifest, make_split
 from .metrics import evaluate, roc, tpr_at_fpr
 from .model import (MAEConfig, MaskedAutoencoderViT, PRESETS, Reconstruction, build_model, get_config, mask_noise,

@@ -217,9 +217,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .checkpoint import load_model
+    from .checkpoint import attach_decoder, load_model
     from .data import open_source
-    from .foreign import attach_decoder
     device = _device(args.device)
     loaded = load_model(args.model, device)
     if args.decoder_from:
@@ -238,8 +237,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .checkpoint import load_model
-    from .foreign import describe_checkpoint
+    from .checkpoint import describe_checkpoint, load_model
     print(json.dumps(jsonable(describe_checkpoint(load_model(args.path, "cpu"))), indent=1))
     return 0
 

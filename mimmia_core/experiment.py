@@ -12,7 +12,7 @@ from pathlib import Path
 from .assets import DEMO_DIR
 from .checkpoint import LoadedModel, load_model
 from .data import DEMO_DATA, ImageSource, load_demo, load_npz, open_source
-from .foreign import attach_decoder, describe_checkpoint
+from .checkpoint import attach_decoder, describe_checkpoint
 from .manifest import SplitManifest
 from .train import default_device
 

@@ -30,7 +30,7 @@ HF, TIMM = "hf", "timm"
 SCHEMES = (HF, TIMM)
 CONFIG, PREPROCESSOR = "config.json", "preprocessor_config.json"
 SAFETENSORS, INDEX, PICKLE = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
-WEIGHT_FILES = (SAFETENSORS, INDEX, PICKLE)  # the loader's own order of preference (foreign._read_hub_weights)
+WEIGHT_FILES = (SAFETENSORS, INDEX, PICKLE)  # the loader's own order of preference (checkpoint.base.read_hub_weights)
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _OFFLINE_HOW = ("offline mode is on (HF_HUB_OFFLINE=1), so nothing is downloaded. On a machine with network{home}, "
                 "run once {cmd}; then run offline again (or copy that cache here and point HF_HOME at it)")

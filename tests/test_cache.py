@@ -140,7 +140,7 @@ def test_a_mismatching_bundled_entry_is_ignored(tmp_path):
     from mimmia_core.scoring import Scorer, ScoreSpec, score_images
     from test_scoring import tiny_model, tiny_source
     model, source, spec = tiny_model(), tiny_source(4), ScoreSpec(num_masks=2)
-    loaded = LoadedModel(model, "mem", "mimmia", True)
+    loaded = LoadedModel(model, "mem", "mimmia")
     bundle = ScoreCache(tmp_path / "bundle", read_only_roots=())
     request = Scorer()._request(model, source, kind="scores", spec=dataclasses.asdict(spec))
     bundle.put(request, {"ids": source.ids[::-1].copy(), "per_mask": np.zeros((2, 4))})

@@ -148,7 +148,7 @@ def test_save_replaces_a_checkpoint_as_a_whole_and_keeps_other_entries(tiny_conf
 
 
 def test_a_kill_during_save_leaves_the_old_checkpoint_whole(tiny_config, tiny_model, tmp_path, monkeypatch):
-    import mimmia_core.checkpoint as ckmod
+    import mimmia_core.checkpoint.own as ckmod
     ck = tmp_path / "ck"
     save_checkpoint(tiny_model, ck, provenance={"epochs": 1})
     real = ckmod.save_file

@@ -85,7 +85,7 @@ def test_load_experiment_refuses_bad_input(tiny, tmp_path):
 def test_encoder_only_target_borrows_the_shadow_decoder(tiny):
     full = load_experiment(tiny["target"], tiny["shadow"], manifest=tiny["manifest"], device="cpu")
     missing = [k for k in full.target.model.state_dict() if k.startswith(DECODER_PREFIXES)]
-    encoder_only = LoadedModel(full.target.model, "encoder.pth", "official_mae", False, {}, missing)
+    encoder_only = LoadedModel(full.target.model, "encoder.pth", "official_mae", {}, missing)
     exp = load_experiment(encoder_only, full.shadow, manifest=tiny["manifest"], decoder_from="shadow", device="cpu")
     assert exp.target.has_decoder and "encoder-only" in exp.notes[0]
     sd, shadow_sd = exp.target.model.state_dict(), full.shadow.model.state_dict()

@@ -17,7 +17,7 @@ from mimmia_core import cli, hub
 from mimmia_core.checkpoint import CheckpointError, MissingSettingsError, load_model
 from mimmia_core.data import ArraySource
 from mimmia_core.experiment import experiment_file_args
-from mimmia_core.foreign import attach_decoder, describe_checkpoint
+from mimmia_core.checkpoint import attach_decoder, describe_checkpoint
 from mimmia_core.hub import HubError
 from mimmia_core.model import MAEConfig, build_model
 from mimmia_core.scoring import ScoreSpec, score_images
@@ -191,7 +191,7 @@ def test_timm_name_resolves_through_timms_registry(hf_home, tmp_path, images):
     shadow = build_model(MAEConfig(img_size=16, patch_size=4, in_chans=3, embed_dim=48, depth=1, num_heads=4,
                                    decoder_embed_dim=24, decoder_depth=1, decoder_num_heads=3), seed=1)
     from mimmia_core.checkpoint import LoadedModel
-    donor = LoadedModel(shadow.eval(), "shadow", "mimmia", True)
+    donor = LoadedModel(shadow.eval(), "shadow", "mimmia")
     np.testing.assert_array_equal(scores(attach_decoder(enc, donor), images),
                                   scores(attach_decoder(by_path, donor), images))
 

@@ -178,7 +178,7 @@ def test_embedding_similarity_shape_determinism_and_range():
 
 
 def loaded(model, has_decoder=True):
-    return LoadedModel(model, "mem", "mimmia", has_decoder, missing_decoder_keys=[] if has_decoder else ["decoder_pred.weight"])
+    return LoadedModel(model, "mem", "mimmia", missing_decoder_keys=[] if has_decoder else ["decoder_pred.weight"])
 
 
 def test_scorer_memo_disk_cache_and_all_distances(tmp_path):

@@ -1,31 +1,26 @@
-"""mimmia's own checkpoint format, and one loader for every format the core reads.
+"""What every checkpoint format shares: the loaded model and its errors, fingerprints, the
+checks of weights against settings (on the meta device, before anything is allocated), and
+the safe readers of weight files.
 
-Own format: a directory holding `model.safetensors` (weights) and `mimmia.json`
-(architecture, preprocessing, target space, provenance). Foreign formats
-(official MAE .pth, Hugging Face ViTMAE directories) live in `foreign.py`.
+Pickled files are read with `torch.load(weights_only=True)`, which unpickles tensors and
+plain containers only; the one class allowed on top is argparse.Namespace, the `args` of
+official training checkpoints. Nothing in a file can run code.
 """
 import argparse
 import hashlib
 import json
-import os
 import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
-from .model import MAEConfig, MaskedAutoencoderViT
-from .model_ref import check_settings, model_ref, settings_howto
-from .atomic import atomic_dir
-from .paths import require_exists
+from ..model import MAEConfig, MaskedAutoencoderViT
+from ..model_ref import settings_howto
 
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "mimmia.json"
 DECODER_PREFIXES = ("decoder_embed.", "mask_token", "decoder_pos_embed", "decoder_blocks.", "decoder_norm.",
                     "decoder_pred.")
 
@@ -34,15 +29,30 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked; the message says what is wrong."""
 
 
+class MissingSettingsError(CheckpointError):
+    """Settings that a file does not record and that change the scores; the message names each
+    one, why it cannot be read, and how to supply it."""
+
+    def __init__(self, path, missing: dict, shown: str | None = None):
+        self.path, self.missing = str(path), dict(missing)
+        self.shown = shown or Path(path).name  # how the user names the model: a file name, or hf:ORG/NAME
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
+        super().__init__(f"{path}: cannot tell {', '.join(self.missing)} from the file ({reasons}). mimmia does "
+                         f"not guess settings that change the scores: {settings_howto(self.shown, missing)}")
+
+
 @dataclass
 class LoadedModel:
     """A model together with what is known about where it came from."""
     model: MaskedAutoencoderViT
     path: str
-    source_format: str                  # "mimmia", "official_mae" or "hf_vitmae"
-    has_decoder: bool
+    source_format: str                  # "mimmia", "official_mae", "hf_vitmae", "timm" or "attached"
     provenance: dict = field(default_factory=dict)
-    missing_decoder_keys: list = field(default_factory=list)
+    missing_decoder_keys: list = field(default_factory=list)  # an encoder-only file's absent decoder
+
+    @property
+    def has_decoder(self) -> bool:
+        return not self.missing_decoder_keys
 
     @property
     def config(self) -> MAEConfig:
@@ -93,18 +103,6 @@ def model_fingerprint(model: torch.nn.Module, skip=(), weights: str | None = Non
 
 def decoder_keys(state_dict_keys) -> list:
     return [k for k in state_dict_keys if k.startswith(DECODER_PREFIXES)]
-
-
-class MissingSettingsError(CheckpointError):
-    """Settings that a file does not record and that change the scores; the message names each
-    one, why it cannot be read, and how to supply it."""
-
-    def __init__(self, path, missing: dict, shown: str | None = None):
-        self.path, self.missing = str(path), dict(missing)
-        self.shown = shown or Path(path).name  # how the user names the model: a file name, or hf:ORG/NAME
-        reasons = "; ".join(f"{name}: {why}" for name, why in self.missing.items())
-        super().__init__(f"{path}: cannot tell {', '.join(self.missing)} from the file ({reasons}). mimmia does "
-                         f"not guess settings that change the scores: {settings_howto(self.shown, missing)}")
 
 
 def config_from_fields(fields: dict, path) -> MAEConfig:
@@ -169,29 +167,6 @@ def settings_provenance(given: dict, assumed: dict) -> dict:
     return out
 
 
-def save_checkpoint(model: MaskedAutoencoderViT, path, provenance: dict | None = None,
-                    dtype: torch.dtype | None = None) -> Path:
-    """Write the model as a mimmia checkpoint directory. `dtype` (e.g. torch.float16)
-    stores a compact copy; loading always gives float32 weights.
-
-    Weights and metadata are written as one folder (atomic.atomic_dir): a kill never leaves
-    new weights under old metadata. Other entries of an existing folder (epochs/, a training
-    state) are kept."""
-    state = {k: v.detach().to("cpu", dtype=dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
-    meta = {
-        "format": "mimmia",
-        "version": FORMAT_VERSION,
-        "config": model.config.to_dict(),
-        "target_space": model.config.target_space,
-        "storage_dtype": str(dtype or next(iter(state.values())).dtype).replace("torch.", ""),
-        "provenance": provenance or {},
-    }
-    with atomic_dir(path) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "mimmia", "version": str(FORMAT_VERSION)})
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    return Path(path)
-
-
 def torch_load_checked(path) -> object:
     """torch.load of tensors, containers and argparse.Namespace; anything else is refused unrun."""
     try:
@@ -228,60 +203,64 @@ def safetensors_shapes(path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
 
 
-def load_own_checkpoint(path, device="cpu", config=None) -> LoadedModel:
-    """A mimmia folder; `config` (MAEConfig fields) overrides what mimmia.json says."""
-    path = Path(path)
+def check_tensors(sd, path) -> dict:
+    if not isinstance(sd, dict) or not sd:
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), got {type(sd).__name__}")
+    bad = [k for k, v in sd.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict: entries {bad[:4]} are not named tensors")
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def state_dict_from(obj, path) -> dict:
+    """The state dict of an unpickled file: {'model': state_dict, ...} or a bare state dict (a
+    DistributedDataParallel 'module.' prefix removed), its tensors checked and floats made float32."""
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    elif isinstance(obj, dict) and obj and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: neither {{'model': state_dict}} nor a bare state dict; "
+                              f"top-level keys: {sorted(map(str, obj))[:8]}")
+    sd = check_tensors(obj, path)
+    if all(k.startswith("module.") for k in sd):  # saved from a DistributedDataParallel wrapper
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def read_json(path: Path) -> dict:
     try:
-        meta = json.loads((path / META_FILE).read_text())
-        fields = dict(meta["config"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / META_FILE}: not a readable mimmia config ({e})") from e
-    assumed = {}
-    if "layer_norm_eps" not in fields:
-        fields["layer_norm_eps"] = MAEConfig.layer_norm_eps
-        assumed["layer_norm_eps"] = f"an older {META_FILE} without it; mimmia then always used 1e-6"
-    given = check_settings(config, f"{path} settings")
-    cfg = config_from_fields({**fields, **given}, path / META_FILE)
-    check_weight_shapes(cfg, safetensors_shapes(path / WEIGHTS_FILE), path)
-    state = {k: v.float() for k, v in read_safetensors(path / WEIGHTS_FILE).items()}
-    model, missing = model_from_weights(cfg, state, path, device)
-    provenance = {**meta.get("provenance", {}), **settings_provenance(given, assumed)}
-    return LoadedModel(model, str(path), "mimmia", not missing, provenance, missing)
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return d
 
 
-def load_model(path, device="cpu", config=None) -> LoadedModel:
-    """Load any supported checkpoint: a mimmia folder, a Hugging Face ViTMAE (or timm)
-    folder, an official MAE .pth / .safetensors file, or a published MAE by name:
-    'hf:ORG/NAME[@REVISION]' or 'timm:MODEL_NAME' (hub.resolve finds its files in the
-    Hugging Face cache, downloading them once unless HF_HUB_OFFLINE=1).
+def _shard_path(directory: Path, name, index: Path) -> Path:
+    """A shard named by an index file, confined to the model folder by its name: relative, no '..'
+    (a Hugging Face cache snapshot links its files into blobs/, so resolved paths may lie elsewhere)."""
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{index}: weight_map names a shard {name!r}, not a file name")
+    parts = Path(name).parts
+    if Path(name).is_absolute() or ".." in parts or "\\" in name:
+        raise CheckpointError(f"{index}: the shard {name!r} lies outside the model folder {directory}; "
+                              f"refused (an index may only name files inside its folder)")
+    return directory / name
 
-    `path` may carry settings the file cannot tell, as 'PATH?key=value&...' (MAEConfig
-    field names), or be a ModelRef; `config` (a dict of fields or an MAEConfig) adds
-    more. Settings that a format does not define are never guessed: a
-    MissingSettingsError names them.
-    """
-    from . import foreign, hub
 
-    ref = model_ref(path, config)
-    if hub.is_hub_name(ref.path):  # hf:ORG/NAME[@REV] or timm:NAME: the files of a snapshot in the HF cache
-        found = hub.resolve(ref.path)
-        try:
-            loaded = foreign.load_hf_vitmae(found.folder, device, ref.config)
-        except MissingSettingsError as e:  # named as the user named it, so the CLI can point at the flag
-            raise MissingSettingsError(ref.path, found.explain_missing(e.missing), shown=ref.path) from None
-        except CheckpointError as e:
-            raise CheckpointError(f"{ref.path} (commit {found.commit}): {e}") from None
-        loaded.path, loaded.provenance = ref.path, {**loaded.provenance, "hub": found.provenance()}
-        return loaded
-    try:
-        path = require_exists(ref.path, "checkpoint")
-    except FileNotFoundError as e:
-        raise CheckpointError(str(e)) from None
-    if path.is_dir():
-        if (path / META_FILE).exists():
-            return load_own_checkpoint(path, device, ref.config)
-        if (path / "config.json").exists():
-            return foreign.load_hf_vitmae(path, device, ref.config)
-        raise CheckpointError(f"{path}: a directory with neither {META_FILE} (mimmia) nor config.json "
-                              f"(Hugging Face ViTMAE)")
-    return foreign.load_official_mae(path, device, config=ref.config)
+def read_hub_weights(directory: Path) -> dict:
+    """model.safetensors, sharded safetensors, or pytorch_model.bin (weights only)."""
+    if (directory / "model.safetensors").exists():
+        return check_tensors(read_safetensors(directory / "model.safetensors"), directory)
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index}: no weight_map object naming the shards")
+        sd = {}
+        for name in sorted(set(map(str, weight_map.values()))):
+            sd.update(read_safetensors(_shard_path(directory, name, index)))
+        return check_tensors(sd, directory)
+    if (directory / "pytorch_model.bin").exists():
+        return state_dict_from(torch_load_checked(directory / "pytorch_model.bin"), directory / "pytorch_model.bin")
+    raise CheckpointError(f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")

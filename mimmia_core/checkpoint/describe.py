@@ -1,0 +1,34 @@
+"""A JSON-ready description of a loaded checkpoint, for `inspect`, the Models page and reports."""
+from .base import LoadedModel, decoder_keys
+
+def _assumed(provenance: dict) -> dict:
+    """Every setting assumed rather than read, also those of an attached model's encoder."""
+    encoder = provenance.get("encoder", {}).get("settings_assumed", {}) if provenance.get("format") == "attached" \
+        else {}
+    return {**{f"encoder {k}": v for k, v in encoder.items()}, **provenance.get("settings_assumed", {})}
+
+
+def describe_checkpoint(loaded: LoadedModel) -> dict:
+    """A JSON-ready summary for the Models page and `inspect`."""
+    c = loaded.config
+    dec = set(decoder_keys(name for name, _ in loaded.model.named_parameters()))
+    counts = {"encoder": 0, "decoder": 0}
+    for name, p in loaded.model.named_parameters():
+        counts["decoder" if name in dec else "encoder"] += p.numel()
+    if not loaded.has_decoder:
+        counts["decoder"] = 0  # the placeholder decoder holds no trained weights
+    return {
+        "path": loaded.path,
+        "source_format": loaded.source_format,
+        "architecture": {k: v for k, v in c.to_dict().items() if k not in ("mean", "std", "norm_pix_loss")},
+        "num_patches": c.num_patches,
+        "preprocessing": {"mean": list(c.mean), "std": list(c.std)},
+        "target_space": c.target_space,
+        "norm_pix_loss": c.norm_pix_loss,
+        "has_decoder": loaded.has_decoder,
+        "missing_decoder_keys": list(loaded.missing_decoder_keys),
+        "parameters": counts,
+        "settings_assumed": _assumed(loaded.provenance),
+        "provenance": loaded.provenance,
+        "fingerprint": loaded.fingerprint,
+    }
