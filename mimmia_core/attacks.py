@@ -5,13 +5,15 @@ An attack turns (model, images) into one signal per image, higher meaning
 threshold on the shadow model's members and non-members, and evaluates.
 A new attack is a small subclass of `Attack` that implements `signal`.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .metrics import DEFAULT_FPRS, best_accuracy_threshold, evaluate, threshold_at_fpr
 from .model import smallest_mask_ratio
-from .scoring import AGGREGATES
+from .scoring import AGGREGATES, TARGET_SPACE_DISTANCES, refuse_non_finite
+
+PIXEL_DEFAULT = "pixel_mse_raw"  # what comparable_spec switches a target-space distance to
 
 LOG_FLOOR = 1e-12  # distances below this count as this, so a perfect reconstruction stays finite
 
@@ -42,6 +44,8 @@ class Attack:
     needs_references = False
     min_references = 0       # reference models the attack needs to run
     uses_mask_ratio = True   # False: the spec's mask ratio does not change the result
+    uses_distance = True     # False: no reconstruction distance is compared (the spec's distance is unused)
+    distance = None          # the distance it always scores with; None: the spec's
 
     def signals(self, model, members, nonmembers, references, spec, scorer, aggregate):
         """(member signals, non-member signals), higher = more member-like."""
@@ -143,6 +147,7 @@ class EncoderMIAttack(Attack):
     Uses the encoder only; the spec's seed fixes the views."""
     name = "encodermi"
     uses_mask_ratio = False
+    uses_distance = False
 
     def __init__(self, num_views: int = 8):
         self.num_views = num_views
@@ -152,12 +157,14 @@ class EncoderMIAttack(Attack):
 
 
 class UnmaskedAttack(Attack):
-    """Plain reconstruction error: the smallest mask ratio (one masked patch), MSE over all patches."""
+    """Plain reconstruction error: the smallest mask ratio (one masked patch), MSE over all patches
+    (run_attack passes distance all_mse, or a pixel distance where the models normalise differently)."""
     name = "unmasked"
     uses_mask_ratio = False
+    distance = "all_mse"
 
     def signal(self, model, source, references, spec, scorer, aggregate):
-        spec = replace(spec, mask_ratio=smallest_mask_ratio(model.config.num_patches), distance="all_mse")
+        spec = replace(spec, mask_ratio=smallest_mask_ratio(model.config.num_patches))
         return scorer.scores(model, source, spec).signal(aggregate)
 
 
@@ -202,6 +209,7 @@ class AttackResult:
     threshold: float | None         # learned on the shadow's scores, applied to the target's
     threshold_rule: str             # "accuracy" or "fpr:<value>"
     metrics: dict                   # metrics.evaluate on the target's scores
+    notes: list = field(default_factory=list)  # what run_attack changed and why (e.g. comparable_spec)
 
 
 def check_images_fit(loaded, source) -> None:
@@ -222,11 +230,34 @@ def _checked_signals(attack: Attack, loaded, members, nonmembers, references, sp
         if s.shape != (len(source),):
             raise ValueError(f"attack {attack.name} gave {s.shape} scores for the {len(source)} images of "
                              f"{source.name}")
-        bad = int((~np.isfinite(s)).sum())
-        if bad:
-            raise ValueError(f"attack {attack.name}: {bad} of {len(s)} scores are NaN or infinite for model "
-                             f"{loaded.path}{' or its references' if references else ''} on {source.name}")
+        refuse_non_finite(s, f"attack {attack.name}", f" for model {loaded.path}"
+                          f"{' or its references' if references else ''} on {source.name}")
     return m, n
+
+
+def _normalisation(model) -> tuple:
+    c = model.config
+    return tuple(c.mean), tuple(c.std), bool(c.norm_pix_loss)
+
+
+def comparable_spec(experiment_or_models, spec):
+    """(spec, note or None): the spec under which the models' distances compare like with like.
+
+    masked_mse and all_mse are measured in each model's own normalisation (mean/std, and per-patch
+    standardised targets with norm_pix_loss). Where the models (an Experiment's target, shadow and
+    references, or a list of models) normalise differently, a shadow threshold or a calibration
+    would compare other units, so the distance becomes PIXEL_DEFAULT and the note says why.
+    """
+    e = experiment_or_models
+    models = [m for m in (e.target, e.shadow, *e.references) if m is not None] if hasattr(e, "target") else list(e)
+    if spec.distance not in TARGET_SPACE_DISTANCES or len({_normalisation(m) for m in models}) < 2:
+        return spec, None
+    seen = "; ".join(f"{m.path}: mean {list(m.config.mean)}, std {list(m.config.std)}"
+                     f"{', norm_pix_loss' if m.config.norm_pix_loss else ''}" for m in models)
+    return replace(spec, distance=PIXEL_DEFAULT), (
+        f"the models normalise differently ({seen}), so {spec.distance}, measured in each model's own "
+        f"normalisation, is not comparable between them; scored with {PIXEL_DEFAULT} (MSE in pixel space over "
+        f"the masked patches, unclamped) instead")
 
 
 def run_attack(attack, experiment, spec, scorer, threshold_rule="accuracy", aggregate: str = "mean",
@@ -235,13 +266,19 @@ def run_attack(attack, experiment, spec, scorer, threshold_rule="accuracy", aggr
 
     threshold_rule: "accuracy" maximises accuracy on the shadow's members vs non-members; a float
     (or "fpr:0.01") takes the lowest threshold with at most that FPR on the shadow's non-members.
-    Calibrated attacks use the same references on the shadow side.
+    Calibrated attacks use the same references on the shadow side. The result's spec is the one
+    scored with: the attack's own distance (unmasked: all_mse), made comparable (comparable_spec)
+    between the models whose scores meet; its notes say what changed.
     """
     attack = make_attack(attack)
     rule = parse_threshold_rule(threshold_rule)
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     refs = list(experiment.references) if attack.needs_references else []
+    spec, note = replace(spec, distance=attack.distance or spec.distance), None
+    if attack.uses_distance:
+        compared = [m for m in (experiment.target, experiment.shadow, *refs) if m is not None]
+        spec, note = comparable_spec(compared, spec)
     m, n = _checked_signals(attack, experiment.target, experiment.members, experiment.nonmembers, refs, spec,
                             scorer, aggregate)
     sm = sn = threshold = None
@@ -253,13 +290,14 @@ def run_attack(attack, experiment, spec, scorer, threshold_rule="accuracy", aggr
         threshold = best_accuracy_threshold(sm, sn) if rule == "accuracy" else threshold_at_fpr(sn, rule)
     return AttackResult(attack.name, spec, aggregate, experiment.members.ids, experiment.nonmembers.ids, m, n,
                         sm, sn, threshold, rule if rule == "accuracy" else f"fpr:{rule:g}",
-                        evaluate(m, n, threshold, fprs))
+                        evaluate(m, n, threshold, fprs), [note] if note else [])
 
 
 def sweep(experiment, mask_ratios, attacks, spec, scorer, progress=None, threshold_rule="accuracy",
           aggregate: str = "mean") -> list[dict]:
     """Run each attack at each mask ratio; one row per (ratio, attack), the best ratio of each attack
-    (highest AUC, then TPR at the lowest FPR) marked best=True. progress(done, total, label) if given."""
+    (highest AUC, then TPR at the lowest FPR) marked best=True. Each row names the distance scored
+    with and carries run_attack's note (None if none). progress(done, total, label) if given."""
     attacks = [make_attack(a) for a in attacks]
     fixed = [a.name for a in attacks if not a.uses_mask_ratio]
     if fixed:
@@ -271,10 +309,12 @@ def sweep(experiment, mask_ratios, attacks, spec, scorer, progress=None, thresho
                 progress(len(rows), total, f"{attack.name} @ mask ratio {ratio:g}")
             r = run_attack(attack, experiment, replace(spec, mask_ratio=float(ratio)), scorer, threshold_rule,
                            aggregate)
-            row = dict(mask_ratio=float(ratio), attack=attack.name, auc=r.metrics["auc"], best=False)
+            row = dict(mask_ratio=float(ratio), attack=attack.name, distance=r.spec.distance, auc=r.metrics["auc"],
+                       best=False)
             for fpr, t in r.metrics["tpr_at"].items():
                 row.update({f"tpr@{fpr:g}": t["tpr"], f"tpr@{fpr:g}_lo": t["lo"], f"tpr@{fpr:g}_hi": t["hi"]})
             row["accuracy"] = r.metrics["confusion"]["accuracy"] if r.threshold is not None else None
+            row["note"] = "; ".join(r.notes) or None
             rows.append(row)
     if progress:
         progress(total, total, "done")
@@ -286,5 +326,5 @@ def sweep(experiment, mask_ratios, attacks, spec, scorer, progress=None, thresho
 
 
 __all__ = ["Attack", "PaperAttack", "CalibratedAttack", "LiRAAttack", "EncoderMIAttack", "UnmaskedAttack", "ATTACKS",
-           "AGGREGATES", "AttackResult", "make_attack", "parse_threshold_rule", "check_images_fit", "run_attack",
-           "sweep", "reduce_masks", "distances", "log_distances"]
+           "AGGREGATES", "AttackResult", "make_attack", "parse_threshold_rule", "check_images_fit", "comparable_spec",
+           "PIXEL_DEFAULT", "run_attack", "sweep", "reduce_masks", "distances", "log_distances"]

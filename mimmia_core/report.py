@@ -1,5 +1,7 @@
 """Reports: report.json + scores.csv for an attack run, sweep.json + sweep.csv for a
-mask-ratio sweep, and the small tables printed in the terminal. Written atomically."""
+mask-ratio sweep, and the small tables printed in the terminal (with the attacks' notes).
+Written atomically; a report that cannot be written where asked is saved elsewhere, with a
+WriteWarning naming the place (atomic.save_outputs)."""
 import csv
 import dataclasses
 import io
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from .atomic import save_outputs
 
 ROLES = (("target_member", 1), ("target_nonmember", 0), ("shadow_member", 1), ("shadow_nonmember", 0))
 
@@ -50,7 +52,7 @@ def _json(obj) -> str:
 def result_summary(result) -> dict:
     """An AttackResult without its per-image arrays."""
     return dict(attack=result.attack, spec=result.spec, aggregate=result.aggregate, threshold=result.threshold,
-                threshold_rule=result.threshold_rule, metrics=result.metrics)
+                threshold_rule=result.threshold_rule, metrics=result.metrics, notes=list(result.notes))
 
 
 def attack_report(experiment, results, settings: dict) -> dict:
@@ -106,9 +108,8 @@ def write_attack_report(out_dir, experiment, results, settings: dict) -> tuple[P
     if not results:
         raise ValueError("no attack results to report")
     out_dir = Path(out_dir)
-    text = scores_csv(experiment, results)
-    report = atomic_write_text(out_dir / "report.json", _json(attack_report(experiment, results, settings)))
-    scores = atomic_write_text(out_dir / "scores.csv", text)
+    report, scores = save_outputs({out_dir / "report.json": _json(attack_report(experiment, results, settings)),
+                                   out_dir / "scores.csv": scores_csv(experiment, results)}, "the attack report")
     return report, scores
 
 
@@ -133,7 +134,13 @@ def attack_table(results) -> str:
     lines = _columns([header] + rows)
     if unmeasurable:
         lines.append(f"* below the smallest measurable FPR, 1/{results[0].metrics['n_nonmembers']} non-members")
+    lines += _note_lines((r.attack, note) for r in results for note in r.notes)
     return "\n".join(lines)
+
+
+def _note_lines(notes) -> list[str]:
+    """'note: <attack>: <text>' once per distinct (attack, text)."""
+    return [f"note: {attack}: {text}" for attack, text in dict.fromkeys(notes)]
 
 
 def _columns(rows) -> list[str]:
@@ -145,15 +152,22 @@ def write_sweep(out_dir, rows: list[dict], settings: dict, experiment=None) -> t
     """DIR/sweep.json (settings, versions, rows, best ratio per attack) and DIR/sweep.csv."""
     out_dir = Path(out_dir)
     best = {row["attack"]: row["mask_ratio"] for row in rows if row["best"]}
+    notes = [f"{attack}: {text}" for attack, text in dict.fromkeys(_sweep_notes(rows))]
     doc = dict(kind="mimmia-sweep", created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                settings=settings, versions=versions(),
-               experiment=None if experiment is None else experiment.describe(), best=best, rows=rows)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+               experiment=None if experiment is None else experiment.describe(), best=best, notes=notes, rows=rows)
+    text = io.StringIO()  # the CSV has the distance of each row; the notes are in sweep.json
+    writer = csv.DictWriter(text, fieldnames=[k for k in rows[0] if k != "note"], extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(jsonable(rows))
-    return atomic_write_text(out_dir / "sweep.json", _json(doc)), atomic_write_text(out_dir / "sweep.csv",
-                                                                                     text.getvalue())
+    json_path, csv_path = save_outputs({out_dir / "sweep.json": _json(doc), out_dir / "sweep.csv": text.getvalue()},
+                                       "the sweep")
+    return json_path, csv_path
+
+
+def _sweep_notes(rows):
+    return ((row["attack"], row["note"]) for row in rows if row.get("note"))
 
 
 def sweep_table(rows: list[dict]) -> str:
@@ -163,7 +177,7 @@ def sweep_table(rows: list[dict]) -> str:
         [f"{row['mask_ratio']:g}", row["attack"], f"{row['auc']:.3f}"] + [f"{row[k]:.3f}" for k in fprs]
         + ["-" if row["accuracy"] is None else f"{row['accuracy']:.3f}", "<- best" if row["best"] else ""]
         for row in rows]
-    return "\n".join(_columns(table))
+    return "\n".join(_columns(table) + _note_lines(_sweep_notes(rows)))
 
 
 __all__ = ["versions", "jsonable", "result_summary", "attack_report", "score_columns", "scores_csv", "write_attack_report",

@@ -1,3 +1,5 @@
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -201,3 +203,114 @@ def test_run_attack_end_to_end_for_every_attack(tmp_path):
         assert r.shadow_member_scores.shape == (6,) and r.threshold is not None
         assert 0 <= r.metrics["auc"] <= 1 and r.metrics["min_measurable_fpr"] == pytest.approx(1 / 6)
         assert r.metrics["confusion"]["tp"] + r.metrics["confusion"]["fn"] == 6
+
+
+def normalised_model(name, mean=(0.5,), std=(0.5,), norm_pix_loss=False):
+    config = MAEConfig(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2,
+                       decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mean=mean, std=std,
+                       norm_pix_loss=norm_pix_loss)
+    return SimpleNamespace(path=name, config=config)
+
+
+def test_comparable_spec_switches_target_space_distances_only_where_normalisations_differ():
+    from mimmia_core.attacks import PIXEL_DEFAULT, comparable_spec
+    same = [normalised_model("t"), normalised_model("s")]
+    assert comparable_spec(same, SPEC) == (SPEC, None)
+    for other in (normalised_model("s", std=(0.25,)), normalised_model("s", mean=(0.4,)),
+                  normalised_model("s", norm_pix_loss=True)):
+        for distance in ("masked_mse", "all_mse"):
+            spec, note = comparable_spec([normalised_model("t"), other], replace(SPEC, distance=distance))
+            assert spec == replace(SPEC, distance=PIXEL_DEFAULT) == replace(SPEC, distance="pixel_mse_raw")
+            assert f"so {distance}, measured in each model's own normalisation, is not comparable" in note
+            assert "t: mean [0.5], std [0.5]" in note and "scored with pixel_mse_raw" in note
+        for distance in ("pixel_mse", "pixel_mse_raw", "pixel_l1", "psnr"):  # already in pixel space
+            assert comparable_spec([normalised_model("t"), other], replace(SPEC, distance=distance))[1] is None
+    exp = fake_experiment()
+    exp.references = [normalised_model("ref-0", std=(0.2,))]
+    assert comparable_spec(exp, SPEC)[0].distance == "pixel_mse_raw"  # an Experiment: all its models
+
+
+def test_a_shadow_that_normalises_otherwise_is_compared_in_pixel_space():
+    """The shadow's std is half the target's: its target-space distances are 4x larger, and its threshold
+    classifies nothing on the target (accuracy 0.5). run_attack scores both in pixel space instead."""
+    rng = np.random.default_rng(4)
+    pixel = full_table(rng)
+    target_space = {k: v * (4.0 if k[0] == "shadow" else 1.0) for k, v in pixel.items()}
+    asked = set()
+
+    class UnitScorer:
+        def scores(self, model, source, spec):
+            asked.add(spec.distance)
+            table = pixel if spec.distance == "pixel_mse_raw" else target_space
+            return Scores(source.ids, table[model.path, source.name], spec)
+
+    exp = fake_experiment()
+    naive = run_attack("paper", exp, SPEC, UnitScorer())
+    assert naive.metrics["confusion"]["accuracy"] == pytest.approx(0.5) and naive.notes == []
+    exp.shadow = normalised_model("shadow", std=(0.25,))
+    asked.clear()
+    r = run_attack("paper", exp, SPEC, UnitScorer())
+    assert asked == {"pixel_mse_raw"} and r.spec == replace(SPEC, distance="pixel_mse_raw")
+    assert r.metrics["confusion"]["accuracy"] > 0.9 and len(r.notes) == 1 and "shadow: mean [0.5], std [0.25]" in \
+        r.notes[0]
+    assert r.member_scores == pytest.approx(-pixel["target", "members"].mean(0))
+    # the attack table and both reports carry the note
+    from mimmia_core.report import attack_table, result_summary, sweep_table
+    assert f"note: paper: {r.notes[0]}" in attack_table([r]).splitlines()
+    assert result_summary(r)["notes"] == r.notes
+    rows = sweep(exp, [0.75], ["paper"], SPEC, UnitScorer())
+    assert rows[0]["distance"] == "pixel_mse_raw" and rows[0]["note"] == r.notes[0]
+    assert sweep_table(rows).splitlines()[-1] == f"note: paper: {r.notes[0]}"
+
+
+def test_unmasked_scores_all_mse_and_encodermi_is_not_switched():
+    from mimmia_core.attacks import EncoderMIAttack, UnmaskedAttack
+    assert UnmaskedAttack.distance == "all_mse" and not EncoderMIAttack.uses_distance
+    seen = []
+
+    class Recorder:
+        def scores(self, model, source, spec):
+            seen.append((spec.distance, spec.mask_ratio))
+            return Scores(source.ids, np.ones((4, len(source))) * (1 + len(seen) % 3), spec)
+
+    exp = fake_experiment()
+    r = run_attack("unmasked", exp, SPEC, Recorder())
+    assert r.spec.distance == "all_mse" and {d for d, _ in seen} == {"all_mse"} and r.notes == []
+    assert {ratio for _, ratio in seen} == {0.125}  # one of the 4 patches
+    exp.shadow, seen[:] = normalised_model("shadow", norm_pix_loss=True), []
+    r = run_attack("unmasked", exp, SPEC, Recorder())
+    assert r.spec.distance == "pixel_mse_raw" and {d for d, _ in seen} == {"pixel_mse_raw"} and r.notes
+
+
+def test_real_models_that_normalise_differently_end_to_end(tmp_path, monkeypatch):
+    import json
+
+    from mimmia_core import atomic
+    from mimmia_core.experiment import load_experiment
+    from mimmia_core.report import write_attack_report
+    from mimmia_core.scoring import Scorer, score_images
+    from test_experiment import write_tiny_experiment
+
+    paths = write_tiny_experiment(tmp_path)
+    exp = load_experiment(paths["target"], f"{paths['shadow']}?mean=0.3&std=0.2", paths["refs"],
+                          manifest=paths["manifest"], device="cpu")
+    spec = ScoreSpec(mask_ratio=0.5, num_masks=2, seed=1)
+    results = [run_attack(name, exp, spec, Scorer(device="cpu")) for name in ("paper", "calibrated")]
+    for r in results:
+        assert r.spec.distance == "pixel_mse_raw" and "std [0.2]" in r.notes[0]
+    want = score_images(exp.target.model, exp.members, replace(spec, distance="pixel_mse_raw"))
+    assert results[0].member_scores == pytest.approx(-want.per_mask.mean(0), rel=1e-6)
+    # report.json records the distance used and the notes; an --out that cannot be written keeps the report
+    real = atomic.atomic_write_bytes
+
+    def refuse(path, data):
+        if tmp_path / "out" in Path(path).parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, data)
+    monkeypatch.setattr(atomic, "atomic_write_bytes", refuse)
+    with pytest.warns(atomic.WriteWarning, match=r"could not write the attack report to .*out/(report.json|scores.csv)"):
+        report, scores = write_attack_report(tmp_path / "out", exp, results, {})
+    assert not (tmp_path / "out").exists() and report.parent == scores.parent
+    doc = json.loads(report.read_text())
+    assert [x["spec"]["distance"] for x in doc["results"]] == ["pixel_mse_raw"] * 2
+    assert doc["results"][1]["notes"] == results[1].notes
