@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .assets import DEMO_DIR
 from .atomic import WriteWarning, atomic_write_bytes, clean_stale_tmp
 
-BUNDLED_CACHE = Path(__file__).resolve().parent.parent / "assets" / "demo" / "cache"
+BUNDLED_CACHE = DEMO_DIR / "cache"  # the demo bundle's precomputed scores, wherever assets.py finds it
 REQUEST = "request"  # the array holding an entry's request
 
 
