@@ -182,3 +182,16 @@ def test_an_interrupted_folder_swap_is_recovered(tiny_model, tmp_path):
     save_checkpoint(tiny_model, ck, provenance={"epochs": 3})
     assert (ck / "train_state.pt").read_bytes() == b"state" and load_model(ck).provenance == {"epochs": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_a_folder_that_cannot_be_renamed_has_its_files_replaced_with_a_warning(tiny_config, tiny_model, tmp_path,
+                                                                              monkeypatch):
+    from mimmia_core import atomic
+    ck = tmp_path / "mounted"
+    save_checkpoint(tiny_model, ck, provenance={"epochs": 1})
+    (ck / "epochs").mkdir()
+    monkeypatch.setattr(atomic.os.path, "ismount", lambda p: str(p) == str(ck))
+    with pytest.warns(atomic.WriteWarning, match="cannot be replaced as a whole .* replaced one by one"):
+        save_checkpoint(build_model(tiny_config, seed=1), ck, provenance={"epochs": 2})
+    assert load_model(ck).provenance == {"epochs": 2}
+    assert sorted(p.name for p in ck.iterdir()) == sorted([WEIGHTS_FILE, META_FILE, "epochs"])
