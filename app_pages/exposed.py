@@ -4,7 +4,8 @@ import streamlit as st
 import torch
 
 from app_pages import common
-from mimmia_core.model import mask_noise, reconstruct
+from mimmia_core.masking import mask_noise
+from mimmia_core.reconstruction import reconstruct
 from mimmia_core.report import scores_csv
 from mimmia_core.views import display_image, top_n
 

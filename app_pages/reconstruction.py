@@ -6,7 +6,8 @@ import torch
 from app_pages import charts, common
 from mimmia_core.attacks import make_attack
 from mimmia_core.data import ArraySource, ImageSizeError, load_image_bytes
-from mimmia_core.model import mask_noise, reconstruct
+from mimmia_core.masking import mask_noise
+from mimmia_core.reconstruction import reconstruct
 from mimmia_core import views
 from mimmia_core.views import display_image, fraction_at_or_above, patch_grid, reconstruction_panels
 

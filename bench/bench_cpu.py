@@ -30,7 +30,7 @@ import torch
 from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_per_mask, matmul_flops,
                           matmul_peak, median_seconds, ours_scores, random_batch, report)
 from mimmia_core.data import ArraySource
-from mimmia_core.model import mask_noise
+from mimmia_core.masking import mask_noise
 from mimmia_core.scoring import ScoreSpec, score_images
 
 MASK_RATIO = 0.75

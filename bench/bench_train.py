@@ -19,7 +19,7 @@ import torch
 import copy
 
 from bench.common import SHAPES, build_pair, matmul_flops, matmul_peak, median_seconds, random_batch, report
-from mimmia_core.model import mask_noise
+from mimmia_core.masking import mask_noise
 
 MASK_RATIO = 0.75
 

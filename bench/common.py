@@ -9,7 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from mimmia_core.checkpoint import hf_to_official
-from mimmia_core.model import MAEConfig, MaskedAutoencoderViT, build_model, get_config
+from mimmia_core.config import MAEConfig, get_config
+from mimmia_core.model import MaskedAutoencoderViT, build_model
 from mimmia_core.scoring import batch_distances
 
 SHAPES = {

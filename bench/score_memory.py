@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from mimmia_core.data import ImageSource
-from mimmia_core.model import build_model, get_config
+from mimmia_core.config import get_config
+from mimmia_core.model import build_model
 from mimmia_core.scoring import ScoreSpec, score_images
 
 

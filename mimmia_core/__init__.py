@@ -22,8 +22,10 @@ from .experiment import Experiment, load_demo_experiment, load_experiment
 from .checkpoint import attach_decoder, describe_checkpoint, load_hf_vitmae, load_official_mae
 from .manifest import SplitManifest, make_split
 from .metrics import evaluate, roc, tpr_at_fpr
-from .model import (MAEConfig, MaskedAutoencoderViT, PRESETS, Reconstruction, build_model, get_config, mask_noise,
-                    num_masked, reconstruct)
+from .config import PRESETS, MAEConfig, get_config
+from .masking import mask_noise, num_masked
+from .model import MaskedAutoencoderViT, build_model
+from .reconstruction import Reconstruction, reconstruct
 from .scoring import Scorer, Scores, ScoreSpec, score_images
 from .train import TrainConfig, train_mae
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .metrics import DEFAULT_FPRS, best_accuracy_threshold, evaluate, threshold_at_fpr
-from .model import smallest_mask_ratio
+from .masking import smallest_mask_ratio
 from .scoring import AGGREGATES, TARGET_SPACE_DISTANCES, refuse_non_finite
 
 PIXEL_DEFAULT = "pixel_mse_raw"  # what comparable_spec switches a target-space distance to

@@ -259,7 +259,8 @@ def _config_overrides(items) -> dict:
 def cmd_train(args) -> int:
     from .data import open_source
     from .manifest import SplitManifest
-    from .model import build_model, get_config
+    from .config import get_config
+    from .model import build_model
     from .model_ref import check_settings
     from .train import TrainConfig, train_mae
     overrides = check_settings(_config_overrides(args.config), "--config")

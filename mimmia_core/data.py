@@ -17,8 +17,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .assets import DEMO_DIR
@@ -267,33 +265,6 @@ def load_image_bytes(data: bytes, img_size: int, in_chans: int, resize: bool = F
     return _as_array(img)
 
 
-def to_model_size(images, img_size: int, in_chans: int):
-    """uint8 (N, H, W, C) -> uint8 (N, img_size, img_size, in_chans) in one batched op.
-
-    Non-square images are center-cropped to a square; resizing is bilinear with
-    antialias; grey is repeated to RGB and RGB becomes grey by ITU-R 601-2 luma.
-    A numpy array gives a numpy array, a tensor a tensor on its device.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
-    if x.ndim != 4 or x.dtype != torch.uint8 or x.shape[-1] not in (1, 3):
-        raise ValueError(f"to_model_size needs uint8 (N, H, W, 1|3) images, got {x.dtype} {tuple(x.shape)}")
-    if in_chans not in (1, 3):
-        raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
-    n, h, w, c = x.shape
-    if (h, w, c) == (img_size, img_size, in_chans):
-        return images
-    s = min(h, w)
-    x = x[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s].permute(0, 3, 1, 2).float()
-    if c == 1 and in_chans == 3:
-        x = x.expand(-1, 3, -1, -1)
-    elif c == 3 and in_chans == 1:
-        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if s != img_size:
-        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
-    out = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-    return out.numpy() if isinstance(images, np.ndarray) else out
-
-
 def _checked_resize(resize) -> tuple | None:
     """(height, width) as ints, each 1..MAX_SIDE; None stays None."""
     if resize is None:
@@ -349,10 +320,6 @@ class ImageFolderSource(ImageSource):
         self.options.update({"resize": f"{self.resize[0]}x{self.resize[1]}"} if self.resize else {})
         self.spec = f"folder:{root}" + ("?" + "&".join(f"{k}={v}" for k, v in self.options.items())
                                         if self.options else "")
-
-    @property
-    def paths(self) -> list:
-        return [self.root / p for p in self.relpaths]
 
     def _open(self, pos: int) -> Image.Image:
         with open(self.root / self.relpaths[pos], "rb") as f:
@@ -606,8 +573,9 @@ def _fit_hint(source: ImageSource, img_size: int, in_chans: int) -> str:
     shape = (f"(N, {img_size}, {img_size}) or (N, {img_size}, {img_size}, 1)" if in_chans == 1
              else f"(N, {img_size}, {img_size}, 3)")
     where = f"the 'images' array of {source.spec[4:]}" if (source.spec or "").startswith("npz:") else "the images"
-    return (f"{where} must be uint8 shaped {shape}; convert them (to_model_size crops, resizes and makes them "
-            f"{'grey' if in_chans == 1 else 'RGB'}) and {NPZ_HOWTO}, then open it as npz:PATH")
+    return (f"{where} must be uint8 shaped {shape}; crop, resize and make them {'grey' if in_chans == 1 else 'RGB'} "
+            f"(or write them as image files and open the folder with ?mode=&resize=), and {NPZ_HOWTO}, then open it "
+            f"as npz:PATH")
 
 
 def check_images_fit(source: ImageSource, img_size: int, in_chans: int, model_name: str) -> None:

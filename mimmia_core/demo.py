@@ -20,7 +20,8 @@ from .data import DEMO_DATA, FASHION_MNIST_DIRS, load_fashion_mnist, load_npz
 from .experiment import DEMO_DIR, load_demo_experiment
 from .atomic import atomic_write_bytes, atomic_write_text
 from .manifest import SplitManifest, make_split
-from .model import build_model, get_config
+from .config import get_config
+from .model import build_model
 from .scoring import Scorer, ScoreSpec
 from .train import TrainConfig, train_mae
 
@@ -145,5 +146,3 @@ def _copy_licence(root, out_dir: Path) -> None:
                       "The images in fashion_mnist_subset.npz are a subset of Fashion-MNIST's training set.\n\n" + text)
 
 
-def load_demo_manifest(demo_dir=DEMO_DIR) -> SplitManifest:
-    return SplitManifest.load(Path(demo_dir) / "manifest.json")

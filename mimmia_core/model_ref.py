@@ -11,7 +11,7 @@ dashboard give settings in this one vocabulary: MAEConfig field names.
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .model import MAEConfig
+from .config import MAEConfig
 
 INT_FIELDS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
               "decoder_depth", "decoder_num_heads")

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from .cache import ScoreCache
 from .checkpoint import LoadedModel, model_fingerprint, weights_fingerprint
 from .data import ImageSource
-from .model import MaskedAutoencoderViT, check_mask_ratio, check_seed, check_visible, mask_noise, num_masked
+from .masking import check_mask_ratio, check_seed, check_visible, mask_noise, num_masked
+from .model import MaskedAutoencoderViT
 
 SCORING_VERSION = 2  # bump when a score's definition changes: old cache entries then miss
 DISTANCES = ("masked_mse", "all_mse", "pixel_mse", "pixel_mse_raw", "pixel_l1", "psnr")

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from .atomic import atomic_write_bytes, recover_dir
 from .checkpoint import CheckpointError, save_checkpoint, torch_load_checked
 from .data import ImageSource
-from .model import MaskedAutoencoderViT, check_mask_ratio, check_seed, check_visible
+from .masking import check_mask_ratio, check_seed, check_visible
+from .model import MaskedAutoencoderViT
 
 STATE_FILE = "train_state.pt"
 PROGRESS_EVERY = 10  # steps between progress-bar loss readings
@@ -158,7 +159,7 @@ def _train_epoch(net, model, optimizer, source: ImageSource, cfg: TrainConfig, b
             g["lr"] = lr_at(cfg, base_lr, epoch + step / steps)
         pos = perm[step * total_batch:(step + 1) * total_batch][rank::world].numpy()
         imgs = model.normalize(torch.from_numpy(source.images(pos)))
-        noise = torch.rand(len(pos), model.config.num_patches, generator=noise_gen)
+        noise = torch.rand(len(pos), model.config.num_patches, generator=noise_gen).to(imgs.device)
         with autocast:
             loss, _, _ = net(imgs, cfg.mask_ratio, noise)
         optimizer.zero_grad(set_to_none=True)

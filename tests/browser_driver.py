@@ -20,7 +20,8 @@ import torch
 from mimmia_core.checkpoint import save_checkpoint
 from mimmia_core.data import DEMO_DATA, ArraySource
 from mimmia_core.manifest import make_split
-from mimmia_core.model import MAEConfig, build_model
+from mimmia_core.config import MAEConfig
+from mimmia_core.model import build_model
 from mimmia_core.train import TrainConfig, train_mae
 
 REPO = Path(__file__).resolve().parent.parent

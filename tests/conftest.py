@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from mimmia_core.model import MAEConfig, build_model
+from mimmia_core.config import MAEConfig
+from mimmia_core.model import build_model
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from mimmia_core.data import ArraySource
-from mimmia_core.model import MAEConfig, build_model
+from mimmia_core.config import MAEConfig
+from mimmia_core.model import build_model
 from mimmia_core.train import TrainConfig, train_mae
 
 TINY = MAEConfig(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=4, decoder_embed_dim=32,

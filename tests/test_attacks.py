@@ -10,7 +10,7 @@ from mimmia_core.attacks import (ATTACKS, CalibratedAttack, LiRAAttack, PaperAtt
 from mimmia_core.data import ArraySource
 from mimmia_core.experiment import Experiment
 from mimmia_core.metrics import roc
-from mimmia_core.model import MAEConfig
+from mimmia_core.config import MAEConfig
 from mimmia_core.scoring import Scores, ScoreSpec
 
 SPEC = ScoreSpec(num_masks=4)
@@ -178,7 +178,7 @@ def test_every_attack_is_registered():
 
 def test_run_attack_end_to_end_for_every_attack(tmp_path):
     from mimmia_core.experiment import load_experiment
-    from mimmia_core.model import smallest_mask_ratio
+    from mimmia_core.masking import smallest_mask_ratio
     from mimmia_core.scoring import Scorer, embedding_similarity, score_images
     from test_experiment import write_tiny_experiment
 

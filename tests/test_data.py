@@ -16,7 +16,7 @@ from PIL import Image
 
 from mimmia_core import data
 from mimmia_core.data import (ArraySource, ImageFolderSource, Subset, load_fashion_mnist, load_image_bytes, load_npz,
-                              load_torchvision, open_source, source_spec, to_model_size)
+                              load_torchvision, open_source, source_spec)
 
 FASHION = next((d for d in data.FASHION_MNIST_DIRS if d.exists()), data.FASHION_MNIST_DIRS[0])
 
@@ -206,7 +206,7 @@ def test_image_folder(tmp_path):
     s = ImageFolderSource(tmp_path)
     order = ["a/0.png", "a/1.png", "a/2.png", "b/0.png", "b/1.png", "b/2.png"]
     assert s.relpaths == order and s.ids.tolist() == list(range(6))
-    assert s.paths[4] == tmp_path / "b" / "1.png"
+    assert s.root / s.relpaths[4] == tmp_path / "b" / "1.png"
     assert s.mode == "RGB" and s.image_shape == (8, 10, 3)
     assert s.classes == ["a", "b"] and s.labels.tolist() == [0, 0, 0, 1, 1, 1]
     np.testing.assert_array_equal(s.images([4, 0]), np.stack([arrays["b/1.png"], arrays["a/0.png"]]))
@@ -380,36 +380,6 @@ def test_load_image_bytes_modes():
     buf = io.BytesIO()
     palette.save(buf, "PNG")
     assert load_image_bytes(buf.getvalue(), 4, 3)[0, 0].tolist() == [255, 0, 0]
-
-
-# ---------------------------------------------------------------- to_model_size
-def test_to_model_size_grey_to_rgb_224():
-    rng = np.random.default_rng(10)
-    images = rng.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
-    images[2] = 77
-    out = to_model_size(images, 224, 3)
-    assert isinstance(out, np.ndarray) and out.shape == (3, 224, 224, 3) and out.dtype == np.uint8
-    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
-    assert (out[2] == 77).all()
-    assert to_model_size(images, 28, 1) is images
-    t = to_model_size(torch.from_numpy(images), 56, 3)
-    assert isinstance(t, torch.Tensor) and t.shape == (3, 56, 56, 3)
-
-
-def test_to_model_size_matches_pil():
-    rng = np.random.default_rng(11)
-    images = rng.integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
-    out = to_model_size(images, 16, 3)
-    for image, got in zip(images, out):
-        ref = np.asarray(Image.fromarray(image[:, 4:36]).resize((16, 16), Image.Resampling.BILINEAR))
-        assert np.abs(ref.astype(int) - got).max() <= 1  # center crop, then antialiased bilinear
-    grey = to_model_size(images[:, :, :32], 32, 1)[..., 0]
-    ref = np.stack([np.asarray(Image.fromarray(i[:, :32]).convert("L")) for i in images])
-    assert np.abs(ref.astype(int) - grey).max() <= 1
-    with pytest.raises(ValueError, match="uint8"):
-        to_model_size(images.astype(np.float32), 16, 3)
-    with pytest.raises(ValueError, match="in_chans"):
-        to_model_size(images, 16, 4)
 
 
 # ---------------------------------------------------------------- bad input: clear errors, never a traceback
@@ -680,13 +650,12 @@ def test_check_images_fit_gif_folder_for_a_grey_model(tmp_path):
 def test_check_images_fit_array_hints(tmp_path):
     np.savez(tmp_path / "x.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
     assert fit_message(load_npz(tmp_path / "x.npz").subset([0]), 8, 1).endswith(
-        f"the 'images' array of {tmp_path / 'x.npz'} must be uint8 shaped (N, 8, 8) or (N, 8, 8, 1); convert them "
-        f"(to_model_size crops, resizes and makes them grey) and save one with numpy.savez(PATH, images=..., "
-        f"ids=..., labels=...), then open it as npz:PATH")
+        f"the 'images' array of {tmp_path / 'x.npz'} must be uint8 shaped (N, 8, 8) or (N, 8, 8, 1); crop, resize "
+        f"and make them grey (or write them as image files and open the folder with ?mode=&resize=), and save one "
+        f"with numpy.savez(PATH, images=..., ids=..., labels=...), then open it as npz:PATH")
     message = fit_message(ArraySource(np.zeros((2, 6, 6), np.uint8), name="arr"), 8, 3)
     assert message.startswith("arr: images are 6x6 with 1 channel(s), but the model models/m expects 8x8 with 3 ")
-    assert "; the images must be uint8 shaped (N, 8, 8, 3); convert them (to_model_size crops, resizes and " \
-           "makes them RGB)" in message
+    assert "; the images must be uint8 shaped (N, 8, 8, 3); crop, resize and make them RGB" in message
 
 
 def test_attacks_check_images_fit_speaks_the_same_words(tmp_path):

@@ -9,7 +9,8 @@ from mimmia_core.attacks import run_attack
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import load_model
 from mimmia_core.data import load_demo, load_fashion_mnist
-from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, DemoRecipe, build_demo, load_demo_manifest
+from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, DemoRecipe, build_demo
+from mimmia_core.manifest import SplitManifest
 from mimmia_core.experiment import demo_models, load_demo_experiment
 from mimmia_core.scoring import Scorer, ScoreSpec
 
@@ -25,7 +26,7 @@ def test_bundle_is_complete_and_small():
 
 
 def test_manifest_matches_the_bundled_data():
-    manifest, data = load_demo_manifest(), load_demo()
+    manifest, data = SplitManifest.load(DEMO_DIR / "manifest.json"), load_demo()
     manifest.check_source(data)
     assert len(manifest.target_members) >= 100 and len(manifest.target_nonmembers) >= 100
     assert len(manifest.reference_members) >= 4
@@ -35,7 +36,7 @@ def test_manifest_matches_the_bundled_data():
 def test_models_load_with_decoders_and_provenance():
     models = demo_models()
     assert {"target", "shadow"} <= set(models) and sum(n.startswith("ref-") for n in models) >= 4
-    manifest = load_demo_manifest()
+    manifest = SplitManifest.load(DEMO_DIR / "manifest.json")
     for name, path in models.items():
         loaded = load_model(path)
         assert loaded.has_decoder and loaded.source_format == "mimmia"

@@ -9,7 +9,8 @@ from mimmia_core.checkpoint import DECODER_PREFIXES, LoadedModel, save_checkpoin
 from mimmia_core.data import ArraySource
 from mimmia_core.experiment import load_demo_experiment, load_experiment
 from mimmia_core.manifest import SplitManifest, make_split
-from mimmia_core.model import MAEConfig, build_model
+from mimmia_core.config import MAEConfig
+from mimmia_core.model import build_model
 
 torch.set_num_threads(1)
 TINY = MAEConfig(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16,

@@ -15,7 +15,9 @@ from safetensors.torch import save_file
 from mimmia_core.checkpoint import CheckpointError, MissingSettingsError, decoder_keys, load_model, save_checkpoint
 from mimmia_core.checkpoint import (attach_decoder, describe_checkpoint, infer_official_config, load_hf_vitmae,
                                  load_official_mae, official_settings, timm_num_heads)
-from mimmia_core.model import PRESETS, MAEConfig, build_model, mask_noise
+from mimmia_core.config import PRESETS, MAEConfig
+from mimmia_core.masking import mask_noise
+from mimmia_core.model import build_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -19,7 +19,8 @@ from mimmia_core.data import ArraySource
 from mimmia_core.experiment import experiment_file_args
 from mimmia_core.checkpoint import attach_decoder, describe_checkpoint
 from mimmia_core.hub import HubError
-from mimmia_core.model import MAEConfig, build_model
+from mimmia_core.config import MAEConfig
+from mimmia_core.model import build_model
 from mimmia_core.scoring import ScoreSpec, score_images
 
 transformers = pytest.importorskip("transformers")

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from mimmia_core.model import (PRESETS, MAEConfig, build_model, check_mask_ratio, get_2d_sincos_pos_embed, get_config,
-                               mask_noise, num_masked, num_visible, reconstruct, smallest_mask_ratio)
+from mimmia_core.config import PRESETS, MAEConfig, get_config
+from mimmia_core.masking import check_mask_ratio, mask_noise, num_masked, num_visible, smallest_mask_ratio
+from mimmia_core.model import build_model
+from mimmia_core.pos_embed import get_2d_sincos_pos_embed
+from mimmia_core.reconstruction import reconstruct
 
 
 def per_image_loss(model, imgs, noise, mask_ratio=0.75):
@@ -74,6 +77,25 @@ def test_mask_noise_depends_on_seed_id_and_mask_index_only():
     assert not torch.equal(mask_noise(8, [3], 1, 16)[0, 0], full[0, 0])
     # argsort sees no ties
     assert all(len(set(row.tolist())) == 16 for row in full.reshape(-1, 16))
+
+
+def splitmix64(x: int) -> int:
+    """SplitMix64's finaliser (Steele, Lea and Flood 2014) in Python integers, mod 2**64."""
+    m = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+@pytest.mark.parametrize("seed, image_id", [(0, 0), (7, 123456789), (2 ** 63 - 1, -1), (5, -2 ** 63)])
+def test_mask_noise_is_splitmix64_of_seed_id_mask_and_patch(seed, image_id):
+    m = (1 << 64) - 1
+    got = mask_noise(seed, [image_id], 2, 5)
+    for k in range(2):
+        key = splitmix64(splitmix64(splitmix64(seed) ^ (image_id & m)) ^ splitmix64(k))
+        want = [(splitmix64((key + p * 0x9E3779B97F4A7C15) & m) >> 11) / 2 ** 53 for p in range(5)]
+        assert got[k, 0].tolist() == want
 
 
 def test_per_image_loss_does_not_depend_on_batch_size(tiny_model, tiny_images):

@@ -9,7 +9,10 @@ import torch
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import CheckpointError, LoadedModel
 from mimmia_core.data import ArraySource
-from mimmia_core.model import MAEConfig, build_model, mask_noise, reconstruct
+from mimmia_core.config import MAEConfig
+from mimmia_core.masking import mask_noise
+from mimmia_core.model import build_model
+from mimmia_core.reconstruction import reconstruct
 from mimmia_core.scoring import (DISTANCES, Scorer, Scores, ScoreSpec, embedding_similarity, score_distances,
                                  score_images)
 

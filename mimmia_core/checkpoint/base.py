@@ -18,7 +18,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from ..model import MAEConfig, MaskedAutoencoderViT
+from ..config import MAEConfig
+from ..model import MaskedAutoencoderViT
 from ..model_ref import settings_howto
 
 DECODER_PREFIXES = ("decoder_embed.", "mask_token", "decoder_pos_embed", "decoder_blocks.", "decoder_norm.",
@@ -152,7 +153,7 @@ def model_from_weights(config: MAEConfig, state: dict, path, device="cpu",
     """(model in eval mode on `device`, missing decoder keys): shapes checked first, then built and loaded."""
     missing = check_weight_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, path,
                                   allow_missing_decoder)
-    model = MaskedAutoencoderViT(config)
+    model = MaskedAutoencoderViT(config, init=False)  # the weights come next; missing ones stay a placeholder
     model.load_state_dict(state, strict=False)
     return model.to(device).eval(), missing
 

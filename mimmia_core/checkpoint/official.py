@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MAEConfig
+from ..config import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MAEConfig
 from ..model_ref import check_settings
 from .base import (CheckpointError, LoadedModel, MissingSettingsError, check_tensors, config_from_fields,
                    model_from_weights, read_hub_weights, read_json, read_safetensors, settings_provenance,

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from ..atomic import atomic_dir
-from ..model import MAEConfig, MaskedAutoencoderViT
+from ..config import MAEConfig
+from ..model import MaskedAutoencoderViT
 from ..model_ref import check_settings
 from .base import (CheckpointError, LoadedModel, check_weight_shapes, config_from_fields, model_from_weights,
                    read_safetensors, safetensors_shapes, settings_provenance)
