@@ -6,7 +6,6 @@ steps trained, so every page has real (small) numbers. Point the app at it with
 MIMMIA_EXPERIMENT=<dir>.
 """
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from mimmia_core.manifest import make_split
 from mimmia_core.config import MAEConfig
 from mimmia_core.model import build_model
 from mimmia_core.train import TrainConfig, train_mae
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = MAEConfig(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32,
@@ -64,11 +64,6 @@ def build_tiny_bundle(out_dir, epochs: int = 40) -> Path:
                                                            "data": {"num_images": n}})
     return out_dir
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

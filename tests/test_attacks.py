@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import write_tiny_experiment
 
 from mimmia_core.attacks import (ATTACKS, CalibratedAttack, LiRAAttack, PaperAttack, parse_threshold_rule, run_attack,
                                  sweep)
@@ -180,7 +181,6 @@ def test_run_attack_end_to_end_for_every_attack(tmp_path):
     from mimmia_core.experiment import load_experiment
     from mimmia_core.masking import smallest_mask_ratio
     from mimmia_core.scoring import Scorer, embedding_similarity, score_images
-    from test_experiment import write_tiny_experiment
 
     paths = write_tiny_experiment(tmp_path)
     exp = load_experiment(paths["target"], paths["shadow"], paths["refs"], manifest=paths["manifest"], device="cpu")
@@ -289,7 +289,6 @@ def test_real_models_that_normalise_differently_end_to_end(tmp_path, monkeypatch
     from mimmia_core.experiment import load_experiment
     from mimmia_core.report import write_attack_report
     from mimmia_core.scoring import Scorer, score_images
-    from test_experiment import write_tiny_experiment
 
     paths = write_tiny_experiment(tmp_path)
     exp = load_experiment(paths["target"], f"{paths['shadow']}?mean=0.3&std=0.2", paths["refs"],

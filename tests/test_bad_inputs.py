@@ -16,7 +16,7 @@ from mimmia_core.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint
 from mimmia_core.cli import main
 from mimmia_core.config import PRESETS, get_config
 from mimmia_core.model import build_model
-from test_experiment import TINY, write_tiny_experiment
+from helpers import TINY, write_tiny_experiment
 
 CASES = {}
 

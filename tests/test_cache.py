@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import tiny_model, tiny_source
 
 from mimmia_core import atomic as mio
 from mimmia_core.atomic import WriteWarning
@@ -138,7 +139,6 @@ def test_a_mismatching_bundled_entry_is_ignored(tmp_path):
 
     from mimmia_core.checkpoint import LoadedModel
     from mimmia_core.scoring import Scorer, ScoreSpec, score_images
-    from test_scoring import tiny_model, tiny_source
     model, source, spec = tiny_model(), tiny_source(4), ScoreSpec(num_masks=2)
     loaded = LoadedModel(model, "mem", "mimmia")
     bundle = ScoreCache(tmp_path / "bundle", read_only_roots=())

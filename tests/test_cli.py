@@ -13,7 +13,7 @@ from mimmia_core.cli import main
 from mimmia_core.metrics import best_accuracy_threshold, evaluate
 from mimmia_core.model import build_model
 from mimmia_core.scoring import ScoreSpec, score_images
-from test_experiment import TINY, write_tiny_experiment
+from helpers import TINY, write_tiny_experiment
 
 
 @pytest.fixture(scope="module")

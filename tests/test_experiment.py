@@ -4,39 +4,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, write_tiny_experiment
 
 from mimmia_core.checkpoint import DECODER_PREFIXES, LoadedModel, save_checkpoint
 from mimmia_core.data import ArraySource
 from mimmia_core.experiment import load_demo_experiment, load_experiment
-from mimmia_core.manifest import SplitManifest, make_split
+from mimmia_core.manifest import SplitManifest
 from mimmia_core.config import MAEConfig
 from mimmia_core.model import build_model
-
-torch.set_num_threads(1)
-TINY = MAEConfig(img_size=8, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16,
-                 decoder_depth=1, decoder_num_heads=2, mean=(0.5,), std=(0.5,))
-
-
-def write_tiny_experiment(root, n_images=40, n_refs=2):
-    """An experiment on disk: random 8x8 images (npz), a split manifest, and tiny random MAEs
-    (target, shadow, ref-<i>) as mimmia checkpoints. Returns a dict of the paths."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(n_images, 8, 8, 1), dtype=np.uint8)
-    data = root / "data.npz"
-    np.savez(data, images=images, ids=np.arange(100, 100 + n_images), labels=np.arange(n_images) % 3)
-    source = ArraySource(images, np.arange(100, 100 + n_images), name="data")
-    manifest = make_split(source, f"npz:{data}", n_members=6, n_nonmembers=6, n_references=n_refs,
-                          n_reference_members=4)
-    manifest.save(root / "manifest.json")
-    paths = dict(data=data, manifest=root / "manifest.json", refs=[])
-    for i, name in enumerate(["target", "shadow"] + [f"ref-{r}" for r in range(n_refs)]):
-        save_checkpoint(build_model(TINY, seed=i), root / "models" / name, {"epochs": i})
-        if name.startswith("ref"):
-            paths["refs"].append(root / "models" / name)
-        else:
-            paths[name] = root / "models" / name
-    return paths
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

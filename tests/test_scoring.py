@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SCORING as TINY, tiny_model, tiny_source
 
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import CheckpointError, LoadedModel
@@ -15,22 +16,6 @@ from mimmia_core.model import build_model
 from mimmia_core.reconstruction import reconstruct
 from mimmia_core.scoring import (DISTANCES, Scorer, Scores, ScoreSpec, embedding_similarity, score_distances,
                                  score_images)
-
-torch.set_num_threads(1)
-
-TINY = dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32,
-            decoder_depth=1, decoder_num_heads=2, mean=(0.5,), std=(0.25,))
-
-
-def tiny_model(norm_pix_loss=False, in_chans=1, seed=0):
-    extra = dict(in_chans=3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25)) if in_chans == 3 else {}
-    return build_model(MAEConfig(**{**TINY, **extra}, norm_pix_loss=norm_pix_loss), seed=seed).eval()
-
-
-def tiny_source(n=11, channels=1, seed=0):
-    images = np.random.default_rng(seed).integers(0, 256, (n, 16, 16, channels), dtype=np.uint8)
-    return ArraySource(images, ids=np.arange(100, 100 + n) * 7, name=f"rand{seed}")
-
 
 def reference(model, source, spec):
     """Each distance by the plain forward, one image and one mask at a time."""

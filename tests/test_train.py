@@ -1,12 +1,12 @@
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 import torch
 
 from ddp_train import TINY, smooth_images
@@ -116,11 +116,6 @@ def test_config_and_data_errors():
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(TrainConfig(epochs=1, batch_size=128))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ddp_two_cpu_processes(tmp_path):
