@@ -97,14 +97,15 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k in RECIPE_FIELDS}
     recipe["world_size"] = world
     start_epoch, losses = 0, []
+    if len(source) < total_batch:  # before anything is written
+        raise ValueError(f"{source.name} has {len(source)} images, fewer than one batch of {total_batch}; "
+                         f"lower --batch-size or give more images")
     out_dir = Path(out_dir) if out_dir else None
     if out_dir and rank == 0:
         recover_dir(out_dir)  # a kill during the last save may have left the state aside
         out_dir.mkdir(parents=True, exist_ok=True)
     if resume and out_dir and (out_dir / STATE_FILE).exists():
         start_epoch, losses = _resume(out_dir / STATE_FILE, model, optimizer, recipe)
-    if len(source) < total_batch:
-        raise ValueError(f"{source.name} has {len(source)} images, fewer than one batch of {total_batch}")
     steps_per_epoch = len(source) // total_batch  # drop the last partial batch, as MAE does
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
