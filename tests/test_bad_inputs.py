@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -348,3 +349,10 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
     after = {p: p.lstat().st_mtime_ns for p in tmp_path.rglob("*")}
     assert after == before, "a refused command wrote or changed files"
     assert not os.path.exists("/tmp/mimmia-pwned")
+
+
+def test_the_readme_lists_every_case():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Security and reliability"):]
+    missing = [name for name in CASES if f"| {name} |" not in section]
+    assert not missing, f"README's Security and reliability table lacks {missing}"
