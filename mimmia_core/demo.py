@@ -3,6 +3,7 @@
 `build_demo` rebuilds assets/demo from the Fashion-MNIST training files with
 the project's own training loop; every number it uses is a parameter here.
 """
+import io
 import json
 import multiprocessing
 import shutil
@@ -22,7 +23,8 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .manifest import SplitManifest, make_split
 from .config import get_config
 from .model import build_model
-from .scoring import Scorer, ScoreSpec
+from .scorer import Scorer
+from .scores import ScoreSpec
 from .train import TrainConfig, train_mae
 
 SWEEP_RATIOS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)  # the mask ratios the dashboard opens on
@@ -129,7 +131,6 @@ def _jsonable(recipe: DemoRecipe) -> dict:
 
 
 def _npz_bytes(**arrays) -> bytes:
-    import io
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
