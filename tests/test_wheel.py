@@ -2,6 +2,7 @@
 attack from another directory, and finds its bundled demo as package data."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_runs_the_demo_from_elsewhere(tmp_path):
-    dist, target, work = tmp_path / "dist", tmp_path / "site", tmp_path / "elsewhere"
+    dist, target, work, src = tmp_path / "dist", tmp_path / "site", tmp_path / "elsewhere", tmp_path / "src"
     work.mkdir()
+    src.mkdir()  # a copy of what the wheel is built from, so the build writes nothing into the checkout
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for name in ("mimmia_core", "assets"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)], check=True,
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)], check=True,
                    capture_output=True)
     wheels = list(dist.glob("mimmia-*.whl"))
     assert len(wheels) == 1
