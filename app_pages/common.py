@@ -24,7 +24,9 @@ from mimmia_core.hub import is_hub_name
 from mimmia_core.model_ref import model_ref
 from mimmia_core.paths import missing_path_reason
 from mimmia_core.experiment import DEMO_DIR, load_demo_experiment, load_experiment, load_experiment_file
-from mimmia_core.scoring import AGGREGATES, DISTANCES, Scorer, ScoreSpec
+from mimmia_core.distances import AGGREGATES, DISTANCES
+from mimmia_core.scorer import Scorer
+from mimmia_core.scores import ScoreSpec
 
 ATTACK_LABELS = {
     "paper": "paper (raw distance)",

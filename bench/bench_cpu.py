@@ -31,7 +31,7 @@ from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_
                           matmul_peak, median_seconds, ours_scores, random_batch, report)
 from mimmia_core.data import ArraySource
 from mimmia_core.masking import mask_noise
-from mimmia_core.scoring import ScoreSpec, score_images
+from mimmia_core.scores import ScoreSpec, score_images
 
 MASK_RATIO = 0.75
 FULL = {"mae_tiny_28": dict(images=64, masks=8, repeats=7), "vit_b16_224": dict(images=2, masks=8, repeats=3)}

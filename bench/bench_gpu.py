@@ -28,7 +28,7 @@ from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_
                           matmul_peak, median_seconds, ours_scores, ours_scores_unshared, random_batch, report)
 from mimmia_core.data import ArraySource
 from mimmia_core.masking import mask_noise
-from mimmia_core.scoring import ScoreSpec, score_images
+from mimmia_core.scores import ScoreSpec, score_images
 
 MASK_RATIO = 0.75
 

@@ -11,7 +11,7 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 from mimmia_core.checkpoint import hf_to_official
 from mimmia_core.config import MAEConfig, get_config
 from mimmia_core.model import MaskedAutoencoderViT, build_model
-from mimmia_core.scoring import batch_distances
+from mimmia_core.distances import batch_distances
 
 SHAPES = {
     "mae_tiny_28": get_config("mae_tiny_28"),

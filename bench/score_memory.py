@@ -18,7 +18,7 @@ import torch
 from mimmia_core.data import ImageSource
 from mimmia_core.config import get_config
 from mimmia_core.model import build_model
-from mimmia_core.scoring import ScoreSpec, score_images
+from mimmia_core.scores import ScoreSpec, score_images
 
 
 class SyntheticSource(ImageSource):

@@ -7,7 +7,11 @@ hub         published MAEs by name (hf:ORG/NAME, timm:NAME) in the Hugging Face 
 data        image sources (Fashion-MNIST, CIFAR, folders, .npz, the demo)
 manifest    split manifests: who trained on which image ids
 train       MAE pre-training (AdamW, warmup + cosine, DDP)
-scoring     reconstruction distances per image and mask, cached
+distances   the reconstruction distances' definitions; sign, floor and aggregation over the K masks
+runtime     how a scoring pass runs on a device (prefetch, pinned memory, bf16, compile, CUDA graphs)
+scores      ScoreSpec, Scores, and score_images: (K, N) distances per image and mask
+encodermi   the EncoderMI baseline's augmented views and their embedding similarity
+scorer      Scorer: scores and similarities memoised and cached on disk (cache.ScoreCache)
 attacks     the paper's attack, calibrated attacks, baselines
 metrics     AUC, TPR at low FPR with Clopper-Pearson intervals, operating points
 experiment  target + shadow + references + data, loaded together
@@ -26,7 +30,8 @@ from .config import PRESETS, MAEConfig, get_config
 from .masking import mask_noise, num_masked
 from .model import MaskedAutoencoderViT, build_model
 from .reconstruction import Reconstruction, reconstruct
-from .scoring import Scorer, Scores, ScoreSpec, score_images
+from .scorer import Scorer
+from .scores import Scores, ScoreSpec, score_images
 from .train import TrainConfig, train_mae
 
 __version__ = "0.1.0"

@@ -11,35 +11,15 @@ import numpy as np
 
 from .metrics import DEFAULT_FPRS, best_accuracy_threshold, evaluate, threshold_at_fpr
 from .masking import smallest_mask_ratio
-from .scoring import AGGREGATES, TARGET_SPACE_DISTANCES, refuse_non_finite
+from .distances import AGGREGATES, TARGET_SPACE_DISTANCES, aggregate_masks
+from .scores import refuse_non_finite
 
 PIXEL_DEFAULT = "pixel_mse_raw"  # what comparable_spec switches a target-space distance to
-
-LOG_FLOOR = 1e-12  # distances below this count as this, so a perfect reconstruction stays finite
-
-
-def reduce_masks(per_mask: np.ndarray, how: str) -> np.ndarray:
-    """(K, N) -> (N,) over the K masks: mean, min or median."""
-    if how not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
-    return getattr(np, how)(per_mask, axis=0)
-
-
-def distances(scores) -> np.ndarray:
-    """(K, N) per-mask values where lower means more member-like (PSNR is negated)."""
-    return -scores.per_mask if scores.spec.distance == "psnr" else scores.per_mask
-
-
-def log_distances(scores) -> np.ndarray:
-    """(K, N) log distances. PSNR = 10 log10(peak^2 / MSE) is already a log MSE up to a constant."""
-    if scores.spec.distance == "psnr":
-        return -scores.per_mask * (np.log(10) / 10)
-    return np.log(np.maximum(scores.per_mask, LOG_FLOOR))
 
 
 class Attack:
     """One membership signal. Subclasses set `name` and implement `signal(model, source, ...)`;
-    `model` and `references` are LoadedModels, `scorer` a scoring.Scorer."""
+    `model` and `references` are LoadedModels, `scorer` a scorer.Scorer."""
     name = "attack"
     needs_references = False
     min_references = 0       # reference models the attack needs to run
@@ -98,12 +78,12 @@ class CalibratedAttack(Attack):
     def signal(self, model, source, references, spec, scorer, aggregate):
         target, refs = self._reference_scores(model, source, references, spec, scorer)
         if self.mode == "log_ratio":
-            ref = np.stack([log_distances(r) for r in refs])            # (R, K, N)
+            ref = np.stack([r.log_distances() for r in refs])            # (R, K, N)
             ref_log_mean = np.logaddexp.reduce(ref, axis=0) - np.log(len(refs))
-            calibrated = log_distances(target) - ref_log_mean
+            calibrated = target.log_distances() - ref_log_mean
         else:
-            calibrated = distances(target) - np.mean([distances(r) for r in refs], axis=0)
-        return -reduce_masks(calibrated, aggregate)
+            calibrated = target.distances() - np.mean([r.distances() for r in refs], axis=0)
+        return -aggregate_masks(calibrated, aggregate)
 
     def __repr__(self):
         return f"CalibratedAttack(mode={self.mode!r})"
@@ -131,8 +111,8 @@ class LiRAAttack(Attack):
 
     def signal(self, model, source, references, spec, scorer, aggregate):
         target, refs = self._reference_scores(model, source, references, spec, scorer)
-        x_t = reduce_masks(log_distances(target), aggregate)
-        x_r = np.stack([reduce_masks(log_distances(r), aggregate) for r in refs])  # (R, N)
+        x_t = aggregate_masks(target.log_distances(), aggregate)
+        x_r = np.stack([aggregate_masks(r.log_distances(), aggregate) for r in refs])  # (R, N)
         var = x_r.var(axis=0, ddof=1)
         pooled = self.sigma == "pooled" or (self.sigma == "auto" and len(refs) < self.MIN_PER_IMAGE)
         sigma = np.sqrt(var.mean()) if pooled else np.sqrt(var)
@@ -327,4 +307,4 @@ def sweep(experiment, mask_ratios, attacks, spec, scorer, progress=None, thresho
 
 __all__ = ["Attack", "PaperAttack", "CalibratedAttack", "LiRAAttack", "EncoderMIAttack", "UnmaskedAttack", "ATTACKS",
            "AGGREGATES", "AttackResult", "make_attack", "parse_threshold_rule", "check_images_fit", "comparable_spec",
-           "PIXEL_DEFAULT", "run_attack", "sweep", "reduce_masks", "distances", "log_distances"]
+           "PIXEL_DEFAULT", "run_attack", "sweep"]

@@ -24,7 +24,10 @@ from tqdm import tqdm
 from .attacks import ATTACKS, make_attack, run_attack, sweep
 from .atomic import save_outputs
 from .report import attack_table, jsonable, sweep_table, write_attack_report, write_sweep
-from .scoring import AGGREGATES, DISTANCES, PRECISIONS, Scorer, ScoreSpec
+from .distances import AGGREGATES, DISTANCES
+from .runtime import PRECISIONS
+from .scorer import Scorer
+from .scores import ScoreSpec
 
 DEFAULT_RATIOS = "0.25,0.5,0.75,0.9"
 SETTINGS_HELP = ("settings a file cannot tell go after '?', as MAEConfig fields: "

@@ -19,6 +19,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
 from .config import MAEConfig
+from .distances import masked_patch_mse
 from .masking import num_visible
 from .pos_embed import get_2d_sincos_pos_embed
 
@@ -187,8 +188,7 @@ class MaskedAutoencoderViT(nn.Module):
         target = self.patch_targets(imgs)
         if target.shape[0] != pred.shape[0]:
             target = target.repeat(pred.shape[0] // target.shape[0], 1, 1)
-        loss = ((pred.float() - target) ** 2).mean(dim=-1)
-        return (loss * mask).sum() / mask.sum()
+        return masked_patch_mse(pred, target, mask, dim=None)
 
     def forward(self, imgs, mask_ratio, noise):
         """imgs [N,C,H,W], noise [K*N,L] on the model's device -> (loss, pred [K*N,L,p*p*C], mask [K*N,L])"""

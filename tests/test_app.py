@@ -23,7 +23,8 @@ from mimmia_core.data import ArraySource, load_image_bytes
 from mimmia_core.experiment import load_demo_experiment
 from mimmia_core.metrics import OperatingPoints
 from mimmia_core.model import build_model
-from mimmia_core.scoring import Scorer, ScoreSpec
+from mimmia_core.scorer import Scorer
+from mimmia_core.scores import ScoreSpec
 
 K = 2
 TIMEOUT = 300  # seconds per script run: first visits score every model on a shared CPU

@@ -12,7 +12,7 @@ from mimmia_core.data import ArraySource
 from mimmia_core.experiment import Experiment
 from mimmia_core.metrics import roc
 from mimmia_core.config import MAEConfig
-from mimmia_core.scoring import Scores, ScoreSpec
+from mimmia_core.scores import Scores, ScoreSpec
 
 SPEC = ScoreSpec(num_masks=4)
 
@@ -180,7 +180,9 @@ def test_every_attack_is_registered():
 def test_run_attack_end_to_end_for_every_attack(tmp_path):
     from mimmia_core.experiment import load_experiment
     from mimmia_core.masking import smallest_mask_ratio
-    from mimmia_core.scoring import Scorer, embedding_similarity, score_images
+    from mimmia_core.encodermi import embedding_similarity
+    from mimmia_core.scorer import Scorer
+    from mimmia_core.scores import score_images
 
     paths = write_tiny_experiment(tmp_path)
     exp = load_experiment(paths["target"], paths["shadow"], paths["refs"], manifest=paths["manifest"], device="cpu")
@@ -288,7 +290,8 @@ def test_real_models_that_normalise_differently_end_to_end(tmp_path, monkeypatch
     from mimmia_core import atomic
     from mimmia_core.experiment import load_experiment
     from mimmia_core.report import write_attack_report
-    from mimmia_core.scoring import Scorer, score_images
+    from mimmia_core.scorer import Scorer
+    from mimmia_core.scores import score_images
 
     paths = write_tiny_experiment(tmp_path)
     exp = load_experiment(paths["target"], f"{paths['shadow']}?mean=0.3&std=0.2", paths["refs"],

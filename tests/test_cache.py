@@ -138,7 +138,8 @@ def test_a_mismatching_bundled_entry_is_ignored(tmp_path):
     import dataclasses
 
     from mimmia_core.checkpoint import LoadedModel
-    from mimmia_core.scoring import Scorer, ScoreSpec, score_images
+    from mimmia_core.scorer import Scorer
+    from mimmia_core.scores import ScoreSpec, score_images
     model, source, spec = tiny_model(), tiny_source(4), ScoreSpec(num_masks=2)
     loaded = LoadedModel(model, "mem", "mimmia")
     bundle = ScoreCache(tmp_path / "bundle", read_only_roots=())

@@ -12,7 +12,7 @@ from mimmia_core.checkpoint import load_model, save_checkpoint
 from mimmia_core.cli import main
 from mimmia_core.metrics import best_accuracy_threshold, evaluate
 from mimmia_core.model import build_model
-from mimmia_core.scoring import ScoreSpec, score_images
+from mimmia_core.scores import ScoreSpec, score_images
 from helpers import TINY, write_tiny_experiment
 
 

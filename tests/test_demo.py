@@ -12,7 +12,8 @@ from mimmia_core.data import load_demo, load_fashion_mnist
 from mimmia_core.demo import DEMO_DIR, SWEEP_RATIOS, DemoRecipe, build_demo
 from mimmia_core.manifest import SplitManifest
 from mimmia_core.experiment import demo_models, load_demo_experiment
-from mimmia_core.scoring import Scorer, ScoreSpec
+from mimmia_core.scorer import Scorer
+from mimmia_core.scores import ScoreSpec
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

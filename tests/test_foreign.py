@@ -496,7 +496,7 @@ def independent_masked_errors(sd, imgs, noise, mask_ratio, heads, decoder_heads,
 
 def test_foreign_grayscale_file_is_refused_then_reproduces_its_trainer(tmp_path):
     from mimmia_core.data import ArraySource
-    from mimmia_core.scoring import ScoreSpec, score_images
+    from mimmia_core.scores import ScoreSpec, score_images
     gen = torch.Generator().manual_seed(7)
     width, dec_width, patch, size = 48, 40, 4, 16  # no official shape: every head count is unknowable
     model = build_model(replace(HEADLESS, embed_dim=width, num_heads=6, decoder_embed_dim=dec_width,

@@ -21,7 +21,7 @@ from mimmia_core.checkpoint import attach_decoder, describe_checkpoint
 from mimmia_core.hub import HubError
 from mimmia_core.config import MAEConfig
 from mimmia_core.model import build_model
-from mimmia_core.scoring import ScoreSpec, score_images
+from mimmia_core.scores import ScoreSpec, score_images
 
 transformers = pytest.importorskip("transformers")
 huggingface_hub = pytest.importorskip("huggingface_hub")

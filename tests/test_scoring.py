@@ -14,8 +14,11 @@ from mimmia_core.config import MAEConfig
 from mimmia_core.masking import mask_noise
 from mimmia_core.model import build_model
 from mimmia_core.reconstruction import reconstruct
-from mimmia_core.scoring import (DISTANCES, Scorer, Scores, ScoreSpec, embedding_similarity, score_distances,
-                                 score_images)
+from mimmia_core import runtime, scores
+from mimmia_core.distances import DISTANCES
+from mimmia_core.encodermi import embedding_similarity
+from mimmia_core.scorer import Scorer
+from mimmia_core.scores import Scores, ScoreSpec, score_distances, score_images
 
 def reference(model, source, spec):
     """Each distance by the plain forward, one image and one mask at a time."""
@@ -71,12 +74,11 @@ def test_scores_do_not_depend_on_batch_size_or_order():
 
 
 def test_cpu_forward_cap_keeps_scores(monkeypatch):
-    from mimmia_core import scoring
     model, source = tiny_model(), tiny_source(5)
     spec = ScoreSpec(num_masks=3, distance="pixel_l1")
     whole = score_images(model, source, spec, batch_size=5).per_mask
-    monkeypatch.setattr(scoring, "CPU_ACTIVATION_BYTES", 1)
-    assert scoring.images_per_forward(model, 3) == 1
+    monkeypatch.setattr(runtime, "CPU_ACTIVATION_BYTES", 1)
+    assert runtime.images_per_forward(model, 3) == 1
     seen = []
     capped = score_images(model, source, spec, batch_size=5, progress=lambda d, t: seen.append(d)).per_mask
     assert seen == [1, 2, 3, 4, 5]
@@ -269,20 +271,19 @@ def test_a_damaged_or_mismatching_entry_is_recomputed_and_replaced(tmp_path, dam
 
 
 def test_many_masks_are_split_across_forwards_with_the_same_scores(monkeypatch):
-    from mimmia_core import scoring
     model, source = tiny_model(norm_pix_loss=True), tiny_source(5)
     spec = ScoreSpec(mask_ratio=0.6, num_masks=7, seed=3)
     whole = score_distances(model, source, spec, batch_size=5)[1]
-    rows, real = [], scoring.batch_distances
+    rows, real = [], scores.batch_distances
 
     def counting(model, imgs, noise, *args):
         rows.append(noise.shape[0] * noise.shape[1])
         return real(model, imgs, noise, *args)
-    monkeypatch.setattr(scoring, "batch_distances", counting)
+    monkeypatch.setattr(scores, "batch_distances", counting)
     c = model.config
     widest = (c.num_patches + 1) * max(c.embed_dim, c.decoder_embed_dim) * c.mlp_ratio * 4
-    monkeypatch.setattr(scoring, "CPU_ACTIVATION_BYTES", 3 * widest)  # 3 image-masks per forward
-    assert scoring.rows_per_forward(model, torch.device("cpu"), 5) == 3
+    monkeypatch.setattr(runtime, "CPU_ACTIVATION_BYTES", 3 * widest)  # 3 image-masks per forward
+    assert runtime.rows_per_forward(model, torch.device("cpu"), 5) == 3
     split = score_distances(model, source, spec, batch_size=5)[1]
     assert max(rows) == 3 and rows.count(3) == 2 * 5 and rows.count(1) == 5  # masks 0-2, 3-5, 6 per image
     for d in DISTANCES:

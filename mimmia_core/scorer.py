@@ -1,0 +1,156 @@
+"""The Scorer: scores and similarities memoised in process (memo.LRUMemo) and cached on disk (cache.ScoreCache).
+
+Keys are explicit fingerprints (weights, source, spec, precision,
+SCORING_VERSION). The memo's lock covers the memo only: a scoring pass runs
+outside any lock, so one caller's pass never blocks another's cached reads (two
+callers that miss the same key at once may both compute it; they get the same
+values). Progress is per call: `scores(..., progress=...)`, else the Scorer's
+default.
+"""
+import copy
+import threading
+from dataclasses import asdict, replace
+from weakref import WeakKeyDictionary
+
+import numpy as np
+import torch
+
+from .cache import ScoreCache
+from .checkpoint import LoadedModel, model_fingerprint, weights_fingerprint
+from .data import ImageSource
+from .distances import DISTANCES, SCORING_VERSION, check_distances
+from .encodermi import embedding_similarity
+from .memo import LRUMemo
+from .runtime import resolve_precision
+from .scores import Scores, ScoreSpec, score_distances
+
+
+class Scorer:
+    """Memoised (in-process) + disk-cached scoring for several models and sources.
+
+    One pass computes every distance of a spec, so switching distance costs
+    nothing. A model's fingerprint is recomputed only when its weights change in
+    place. Returned arrays are read-only (they are shared). Thread-safe.
+    progress: the default progress(done_images, total_images) of a call that
+    names none; `with_progress` gives a Scorer sharing this one's memo and cache
+    with another default.
+    """
+
+    def __init__(self, device=None, cache: ScoreCache | None = None, batch_size: int = 256, progress=None,
+                 precision: str = "auto", compile: bool = False, cuda_graphs: bool = False, memo_size: int = 256,
+                 store_distances=DISTANCES):
+        self.device = None if device is None else torch.device(device)
+        self.cache = cache
+        self.batch_size = batch_size
+        self.progress = progress
+        self.precision = precision
+        self.compile = compile
+        self.cuda_graphs = cuda_graphs
+        # which distances go to the disk cache (all are memoised)
+        self.store_distances = check_distances(store_distances, "store_distances: unknown distances")
+        self._memo = LRUMemo(memo_size)
+        self._fingerprints = WeakKeyDictionary()
+        self._fingerprints_lock = threading.Lock()  # covers the dictionary only, never a hash or a pass
+
+    def with_progress(self, progress) -> "Scorer":
+        """This Scorer (the same memo, fingerprints and cache) with another default progress."""
+        view = copy.copy(self)
+        view.progress = progress
+        return view
+
+    def scores(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec, progress=None) -> Scores:
+        """Every image's (K, N) distances under spec; progress(done, total) if a pass runs (default: the Scorer's)."""
+        model = loaded.require_decoder()
+        requests = {d: self._request(model, source, kind="scores", spec=asdict(replace(spec, distance=d)))
+                    for d in DISTANCES}
+        arrays = self._lookup(requests[spec.distance], _scores_fit(source, spec))
+        if arrays is None:
+            ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
+                                       device=self.device, progress=self._progress(progress),
+                                       precision=self.precision, compile=self.compile, cuda_graphs=self.cuda_graphs)
+            stored = {d: self._store(requests[d], {"ids": ids, "per_mask": per[d]}, d in self.store_distances)
+                      for d in DISTANCES}
+            arrays = stored[spec.distance]
+        return Scores(arrays["ids"], arrays["per_mask"], spec)
+
+    def similarity(self, loaded: LoadedModel, source: ImageSource, num_views: int = 8, seed: int = 0,
+                   progress=None) -> np.ndarray:
+        """encodermi.embedding_similarity, memoised and cached; needs no decoder."""
+        model = loaded.model
+        request = self._request(model, source, kind="similarity", num_views=num_views, seed=seed,
+                                skip=loaded.missing_decoder_keys)  # the encoder-only placeholder decoder is unused
+        arrays = self._lookup(request, lambda a: _ids_fit(a, source) and a.get("similarity", np.empty(0)).shape
+                              == (len(source),))
+        if arrays is None:
+            sim = embedding_similarity(model, source, num_views=num_views, seed=seed, batch_size=self.batch_size,
+                                       device=self.device, progress=self._progress(progress),
+                                       precision=self.precision)
+            arrays = self._store(request, {"ids": source.ids, "similarity": sim}, True)
+        return arrays["similarity"]
+
+    def is_cached(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec) -> bool:
+        """Whether scores(loaded, source, spec) would be served without scoring (the entry is read and checked)."""
+        request = self._request(loaded.model, source, kind="scores", spec=asdict(spec))
+        if ScoreCache.key(request) in self._memo:
+            return True
+        arrays = self.cache.get(request) if self.cache is not None else None
+        return arrays is not None and _scores_fit(source, spec)(arrays)
+
+    def fingerprint(self, model: torch.nn.Module, skip=()) -> str:
+        """model_fingerprint (weights and config; `skip`: weights not in the checkpoint); the weights'
+        hash is memoised until a parameter or buffer is modified in place or moved."""
+        versions = (tuple((t.data_ptr(), t._version) for t in model.state_dict().values()), tuple(sorted(skip)))
+        with self._fingerprints_lock:
+            known = self._fingerprints.get(model)
+        if known is None or known[0] != versions:
+            known = (versions, weights_fingerprint(model, set(skip)))
+            with self._fingerprints_lock:
+                self._fingerprints[model] = known
+        return model_fingerprint(model, weights=known[1])
+
+    def _progress(self, progress):
+        return self.progress if progress is None else progress
+
+    def _request(self, model, source: ImageSource, skip=(), **parts) -> dict:
+        """What a result is computed from: the cache key and the check of every entry read."""
+        device = self.device or model.pos_embed.device
+        return dict(model=self.fingerprint(model, skip), source=source.fingerprint(),
+                    precision=resolve_precision(self.precision, device), version=SCORING_VERSION, **parts)
+
+    def _lookup(self, request: dict, fits) -> dict | None:
+        """The memo's or the disk cache's entry for the request, if it fits (ids, shape); else None."""
+        key = ScoreCache.key(request)
+        arrays = self._memo.get(key)
+        if arrays is not None:
+            return arrays
+        arrays = self.cache.get(request) if self.cache is not None else None
+        if arrays is None or not fits(arrays):
+            return None  # an entry that does not answer this request is recomputed and replaced
+        return self._remember(key, arrays)
+
+    def _store(self, request: dict, arrays: dict, persist: bool) -> dict:
+        if persist and self.cache is not None:
+            self.cache.put(request, arrays)
+        return self._remember(ScoreCache.key(request), arrays)
+
+    def _remember(self, key: str, arrays: dict) -> dict:
+        arrays = {name: np.array(a) for name, a in arrays.items()}  # own copies, shared read-only
+        for a in arrays.values():
+            a.flags.writeable = False
+        return self._memo.put(key, arrays)
+
+
+def _ids_fit(arrays: dict, source: ImageSource) -> bool:
+    ids = arrays.get("ids")
+    return ids is not None and ids.shape == source.ids.shape and np.array_equal(ids, source.ids)
+
+
+def _scores_fit(source: ImageSource, spec: ScoreSpec):
+    """A check that a cache entry holds this source's ids and (K, N) per-mask scores."""
+    def fits(arrays: dict) -> bool:
+        per_mask = arrays.get("per_mask")
+        return _ids_fit(arrays, source) and per_mask is not None and per_mask.shape == (spec.num_masks, len(source))
+    return fits
+
+
+__all__ = ["Scorer"]
