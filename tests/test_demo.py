@@ -1,4 +1,5 @@
 """The bundled demo: complete, small, consistent, and leaking as the README says."""
+import hashlib
 import re
 from pathlib import Path
 
@@ -46,14 +47,20 @@ def test_models_load_with_decoders_and_provenance():
         assert loaded.provenance["data"]["num_images"] == len(manifest.ids(role))
 
 
+NUMBER = r"([0-9.]+)"
+
+
 def _readme_results() -> dict:
-    """The demo results table between the README's demo-results markers."""
+    """Every row of the demo results table between the README's demo-results markers."""
     text = README.read_text()
     table = text[text.index("<!-- demo-results -->"):text.index("<!-- /demo-results -->")]
-    rows = {}
-    for m in re.finditer(r"^\|\s*`(\w+)`\s*\|\s*([0-9.]+)\s*\|\s*([0-9.]+)\s*\|\s*([0-9.]+)", table, re.M):
-        rows[m.group(1)] = dict(auc=float(m.group(2)), tpr10=float(m.group(3)), tpr1=float(m.group(4)))
-    return rows
+    row = (rf"^\|\s*`(\w+)`\s*\|\s*{NUMBER}\s*\|\s*{NUMBER}\s*\|\s*{NUMBER}\s*\[{NUMBER}, {NUMBER}\]\s*\|"
+           rf"\s*{NUMBER}\s*\|")
+    return {m.group(1): dict(zip(("auc", "tpr10", "tpr1", "lo1", "hi1", "balanced"), map(float, m.groups()[1:])))
+            for m in re.finditer(row, table, re.M)}
+
+
+ATTACKS = ("paper", "calibrated", "lira", "encodermi", "unmasked")
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +68,19 @@ def demo_results():
     exp = load_demo_experiment(device="cpu")
     scorer = Scorer(device="cpu", cache=None)
     spec = ScoreSpec(mask_ratio=0.75, num_masks=8, seed=0)
-    return {name: run_attack(name, exp, spec, scorer) for name in ("paper", "calibrated")}
+    return {name: run_attack(name, exp, spec, scorer) for name in ATTACKS}
 
 
-def test_attack_reproduces_the_readme(demo_results):
+def test_attack_reproduces_every_readme_row(demo_results):
     stated = _readme_results()
-    assert {"paper", "calibrated"} <= set(stated), "README lacks the demo results table"
+    assert set(stated) == set(ATTACKS), "README's demo results table lacks a row"
     for name, result in demo_results.items():
-        assert result.metrics["auc"] == pytest.approx(stated[name]["auc"], abs=0.002), name
-        assert result.metrics["tpr_at"][0.01]["tpr"] == pytest.approx(stated[name]["tpr1"], abs=0.002), name
+        m, want = result.metrics, stated[name]
+        got = dict(auc=m["auc"], tpr10=m["tpr_at"][0.1]["tpr"], tpr1=m["tpr_at"][0.01]["tpr"],
+                   lo1=m["tpr_at"][0.01]["lo"], hi1=m["tpr_at"][0.01]["hi"],
+                   balanced=m["confusion"]["balanced_accuracy"])
+        for column, value in want.items():
+            assert got[column] == pytest.approx(value, abs=0.0015), (name, column)
 
 
 def test_demo_leaks_visibly(demo_results):
@@ -78,7 +89,14 @@ def test_demo_leaks_visibly(demo_results):
     assert calibrated["tpr_at"][0.01]["tpr"] >= 3 * paper["tpr_at"][0.01]["tpr"]
 
 
+def _bundle_fingerprint() -> dict:
+    """sha256 of every file in the bundle, by relative path."""
+    return {str(f.relative_to(DEMO_DIR)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(DEMO_DIR.rglob("*")) if f.is_file()}
+
+
 def test_bundled_scores_match_fresh_ones(demo_results, tmp_path):
+    before = _bundle_fingerprint()
     exp = load_demo_experiment(device="cpu")
     scorer = Scorer(device="cpu", cache=ScoreCache(tmp_path))  # empty own cache; the bundle's is read-only
     for ratio in SWEEP_RATIOS:
@@ -91,6 +109,7 @@ def test_bundled_scores_match_fresh_ones(demo_results, tmp_path):
     bundled = run_attack("paper", exp, ScoreSpec(mask_ratio=0.75, num_masks=8, seed=0), scorer)
     np.testing.assert_allclose(bundled.member_scores, demo_results["paper"].member_scores, rtol=1e-6)
     assert not any(tmp_path.iterdir()), "a bundled hit must not be copied into the user's cache"
+    assert _bundle_fingerprint() == before, "reading the bundle changed it"
 
 
 def test_build_demo_rebuilds_a_bundle(tmp_path):
