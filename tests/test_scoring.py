@@ -376,3 +376,70 @@ def test_score_cli_keeps_the_scores_when_out_cannot_be_written(tmp_path, monkeyp
     want = score_images(model, tiny_source(4), ScoreSpec(num_masks=2, distance="pixel_mse_raw"))
     assert rows[0] == "id,mean_pixel_mse_raw,mask_0,mask_1" and len(rows) == 5
     assert [float(r.split(",")[3]) for r in rows[1:]] == pytest.approx(want.per_mask[1], rel=1e-6)
+
+
+def test_sign_floor_and_aggregation_have_one_definition():
+    from mimmia_core.distances import (DISTANCE_FLOOR, aggregate_masks, distance_sign, log_distance, member_signal,
+                                       psnr)
+    assert distance_sign("psnr") == 1.0 and all(distance_sign(d) == -1.0 for d in DISTANCES if d != "psnr")
+    with pytest.raises(ValueError, match="unknown distance"):
+        distance_sign("ssim")
+    per = np.array([[1.0, 4.0], [3.0, 2.0], [2.0, 9.0]])
+    np.testing.assert_array_equal(member_signal(per, "pixel_l1"), -per)
+    np.testing.assert_array_equal(aggregate_masks(per, "median"), [2.0, 4.0])
+    s = Scores(np.array([5, 6]), per, ScoreSpec(num_masks=3, distance="psnr"))
+    np.testing.assert_array_equal(s.distances(), -per)
+    np.testing.assert_array_equal(s.signal("min"), [1.0, 2.0])
+    # one floor: a perfect reconstruction's PSNR is 100 dB, and its log distance is the log of that floor,
+    # whether it is read as pixel_mse or as PSNR
+    mse = torch.tensor([0.0, 1e-12, 1e-4], dtype=torch.float64)
+    db = psnr(mse).numpy()
+    np.testing.assert_allclose(db, [100.0, 100.0, 40.0])
+    np.testing.assert_allclose(log_distance(db, "psnr"), log_distance(mse.numpy(), "pixel_mse"), rtol=1e-12)
+    assert log_distance([0.0], "masked_mse")[0] == np.log(DISTANCE_FLOOR)
+
+
+def test_progress_is_per_call_and_with_progress_shares_the_memo():
+    model, source, spec = tiny_model(), tiny_source(5), ScoreSpec(num_masks=2)
+    default, mine = [], []
+    scorer = Scorer(batch_size=2, progress=lambda d, t: default.append(d))
+    scorer.scores(loaded(model), source, spec, progress=lambda d, t: mine.append(d))
+    assert mine == [2, 4, 5] and default == []
+    scorer.similarity(loaded(model), source, num_views=2)
+    assert default == [2, 4, 5]
+    other = []
+    view = scorer.with_progress(lambda d, t: other.append(d))
+    assert view.is_cached(loaded(model), source, spec)  # the same memo
+    view.scores(loaded(model), source, replace_seed(spec))
+    assert other == [2, 4, 5] and scorer.is_cached(loaded(model), source, replace_seed(spec))
+
+
+def replace_seed(spec):
+    return dataclasses.replace(spec, seed=spec.seed + 1)
+
+
+def test_a_scoring_pass_does_not_block_cached_reads(monkeypatch):
+    import threading
+
+    from mimmia_core import scorer as scorer_module
+    model, spec = tiny_model(), ScoreSpec(num_masks=1)
+    cached, slow = tiny_source(3), tiny_source(3, seed=1)
+    scorer = Scorer()
+    want = scorer.scores(loaded(model), cached, spec).per_mask
+    started, release, real = threading.Event(), threading.Event(), scorer_module.score_distances
+
+    def blocking(*args, **kwargs):
+        started.set()
+        assert release.wait(10)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(scorer_module, "score_distances", blocking)
+    worker = threading.Thread(target=scorer.scores, args=(loaded(model), slow, spec))
+    worker.start()
+    assert started.wait(10)
+    try:
+        assert scorer.is_cached(loaded(model), cached, spec) and not scorer.is_cached(loaded(model), slow, spec)
+        np.testing.assert_array_equal(scorer.scores(loaded(model), cached, spec).per_mask, want)  # served meanwhile
+    finally:
+        release.set()
+        worker.join(10)
+    assert scorer.is_cached(loaded(model), slow, spec)
