@@ -31,7 +31,7 @@ def write_idx(path, array, gz=False):
 def write_fake_mnist(root, rng, n_train=12, n_test=5, gz=False, sub=""):
     sets = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        img_stem, lbl_stem = data.FASHION_MNIST_FILES[split]
+        img_stem, lbl_stem = data.datasets.FASHION_MNIST_FILES[split]
         images, labels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
         suffix = ".gz" if gz else ""
         write_idx(root / sub / (img_stem + suffix), images, gz)
@@ -591,7 +591,7 @@ def test_images_over_the_pixel_cap_are_refused(tmp_path, width, height, pixels):
 
 
 def test_pixel_cap_boundary(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 64)
+    monkeypatch.setattr(data.images, "MAX_IMAGE_PIXELS", 64)
     assert load_image_bytes(png_bytes(np.zeros((8, 8), np.uint8)), 8, 1).shape == (8, 8, 1)
     with pytest.raises(ValueError, match=r"the upload is 8x9 = 72 pixels, over the cap of 64 pixels"):
         load_image_bytes(png_bytes(np.zeros((9, 8), np.uint8)), 8, 1, resize=True)
