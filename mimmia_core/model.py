@@ -12,7 +12,6 @@ image n under mask k); the patch embedding is computed once per image.
 """
 from functools import partial
 
-import numpy as np
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed

@@ -1,7 +1,6 @@
 """Every bad input, through the CLI entry point in-process: exit code 2, one clear message, no traceback,
 and nothing written or changed. Each case builds its inputs in a fresh folder and returns the argv; the
 README's "Security and reliability" table lists the same cases (tests/test_readme.py checks it)."""
-import argparse
 import json
 import os
 import pickle
@@ -15,7 +14,7 @@ from safetensors.torch import save_file
 
 from mimmia_core.checkpoint import META_FILE, WEIGHTS_FILE, save_checkpoint
 from mimmia_core.cli import main
-from mimmia_core.config import PRESETS, get_config
+from mimmia_core.config import PRESETS
 from mimmia_core.model import build_model
 from helpers import TINY, write_tiny_experiment
 

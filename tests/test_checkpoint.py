@@ -6,7 +6,7 @@ import torch
 from mimmia_core.checkpoint import (META_FILE, WEIGHTS_FILE, CheckpointError, decoder_keys, load_model,
                                     load_own_checkpoint, model_from_weights, save_checkpoint)
 from mimmia_core.masking import mask_noise
-from mimmia_core.model import MaskedAutoencoderViT, build_model
+from mimmia_core.model import build_model
 
 
 def test_own_format_round_trip(tiny_model, tmp_path):

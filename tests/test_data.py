@@ -11,7 +11,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mimmia_core import data
