@@ -21,6 +21,8 @@ class Attack:
     """One membership signal. Subclasses set `name` and implement `signal(model, source, ...)`;
     `model` and `references` are LoadedModels, `scorer` a scorer.Scorer."""
     name = "attack"
+    label = "attack"         # its name in the dashboard and reports
+    help = ""                # one sentence on what it measures
     needs_references = False
     min_references = 0       # reference models the attack needs to run
     uses_mask_ratio = True   # False: the spec's mask ratio does not change the result
@@ -54,6 +56,8 @@ class Attack:
 class PaperAttack(Attack):
     """Li et al. 2024: the aggregated reconstruction distance itself (low distance = member)."""
     name = "paper"
+    label = "paper (raw distance)"
+    help = "Li et al. 2024: the reconstruction distance itself; a low distance means member."
 
     def signal(self, model, source, references, spec, scorer, aggregate):
         return scorer.scores(model, source, spec).signal(aggregate)
@@ -66,6 +70,9 @@ class CalibratedAttack(Attack):
     aggregated over the K paired masks. mode "difference": Watson's plain form, mean_r d_rk - d_tk.
     """
     name = "calibrated"
+    label = "calibrated (reference models)"
+    help = ("The target's distance relative to reference models that never saw the image (log ratio per paired "
+            "mask): removes per-image difficulty.")
     needs_references = True
     min_references = 1
     MODES = ("log_ratio", "difference")
@@ -99,6 +106,8 @@ class LiRAAttack(Attack):
     fewer than 8 references (Carlini et al. also use a global variance with few models).
     """
     name = "lira"
+    label = "offline LiRA"
+    help = "Offline LiRA: how far below the references' distances the target's lies, in reference standard deviations."
     needs_references = True
     min_references = 2
     SIGMAS = ("auto", "per_image", "pooled")
@@ -126,6 +135,8 @@ class EncoderMIAttack(Attack):
     """EncoderMI-style baseline (Liu et al. 2021): members' augmented views embed more alike.
     Uses the encoder only; the spec's seed fixes the views."""
     name = "encodermi"
+    label = "EncoderMI (embeddings)"
+    help = "Baseline: how alike the encoder embeds augmented views of the image (no decoder)."
     uses_mask_ratio = False
     uses_distance = False
 
@@ -140,6 +151,8 @@ class UnmaskedAttack(Attack):
     """Plain reconstruction error: the smallest mask ratio (one masked patch), MSE over all patches
     (run_attack passes distance all_mse, or a pixel distance where the models normalise differently)."""
     name = "unmasked"
+    label = "unmasked reconstruction"
+    help = "Baseline: plain reconstruction error with a single masked patch, over all patches."
     uses_mask_ratio = False
     distance = "all_mse"
 

@@ -8,9 +8,7 @@
   build-demo  rebuild the bundled demo (assets/demo)
 """
 import argparse
-import csv
 import hashlib
-import io
 import json
 import os
 import sys
@@ -22,18 +20,28 @@ import torch
 from tqdm import tqdm
 
 from .attacks import ATTACKS, make_attack, run_attack, sweep
-from .atomic import save_outputs
-from .report import attack_table, jsonable, sweep_table, write_attack_report, write_sweep
+from .cache import ScoreCache
+from .checkpoint import MissingSettingsError, attach_decoder, describe_checkpoint, load_model
+from .config import get_config
+from .data import open_source
+from .demo import DemoRecipe, build_demo
+from .experiment import DEMO_DIR, load_demo_experiment, load_experiment, load_experiment_file
+from .manifest import MODEL_ROLES, SplitManifest, training_set
+from .model import build_model
+from .model_ref import check_settings
+from .paths import check_output_dir, check_output_file
+from .report import attack_table, jsonable, sweep_table, write_attack_report, write_model_scores, write_sweep
 from .distances import AGGREGATES, DISTANCES
 from .runtime import PRECISIONS
 from .scorer import Scorer
 from .scores import ScoreSpec
+from .train import TrainConfig, default_device, train_mae
 
 DEFAULT_RATIOS = "0.25,0.5,0.75,0.9"
 SETTINGS_HELP = ("settings a file cannot tell go after '?', as MAEConfig fields: "
                  "off.pth?decoder_num_heads=4&mean=0&std=1 (a list field takes mean=0.5,0.5,0.5)")
 MODEL_FLAGS = ("target", "shadow", "reference", "decoder_from", "model", "path")
-AUTO_ATTACKS = ("paper", "calibrated", "lira")  # those the references allow
+EXPERIMENT_FLAGS = ("demo", "bundle", "experiment")  # each brings its own models and data
 
 
 class ProgressBar:
@@ -61,7 +69,6 @@ class ProgressBar:
 # --------------------------------------------------------------------------
 def _device(name: str) -> torch.device:
     """--device: auto, cpu, cuda, cuda:N or mps, refused with a reason when this machine lacks it."""
-    from .train import default_device
     if name == "auto":
         return default_device()
     try:
@@ -102,6 +109,9 @@ def _add_spec_args(p):
 
 def _add_experiment_args(p):
     p.add_argument("--demo", action="store_true", help="the bundled demo experiment (assets/demo)")
+    p.add_argument("--bundle", metavar="DIR", help="a bundle folder laid out like assets/demo: manifest.json, its "
+                                                   "data and models/target, models/shadow, models/ref-<i> (what "
+                                                   "the dashboard opens with MIMMIA_EXPERIMENT=DIR)")
     p.add_argument("--experiment", help="an experiment JSON file: load_experiment's arguments, each model a path "
                                         "or {\"path\": ..., \"config\": {...}} (what the dashboard reads)")
     p.add_argument("--target", help="target checkpoint: mimmia dir, Hugging Face ViTMAE dir or official .pth; "
@@ -114,8 +124,9 @@ def _add_experiment_args(p):
     for role in ("members", "nonmembers", "shadow-members", "shadow-nonmembers"):
         p.add_argument(f"--{role}", help=f"source spec of the {role.replace('-', ' ')} (overrides the manifest)")
     p.add_argument("--attacks", default="auto",
-                   help=f"comma-separated from {','.join(ATTACKS)}; auto = paper, plus calibrated with "
-                        f"references and lira with 2 or more")
+                   help=f"comma-separated from {','.join(ATTACKS)}; auto = every attack the experiment can run "
+                        f"(calibrated needs a reference model, lira two; sweep: those that depend on the mask "
+                        f"ratio), as the dashboard offers them")
     p.add_argument("--threshold", default="accuracy", help="accuracy (best on the shadow) or fpr:0.01")
     p.add_argument("--out", required=True, help="output directory")
     _add_spec_args(p)
@@ -123,7 +134,6 @@ def _add_experiment_args(p):
 
 
 def _scorer(args) -> Scorer:
-    from .cache import ScoreCache
     cache = None if args.no_cache else ScoreCache(args.cache_dir)
     return Scorer(_device(args.device), cache=cache, batch_size=args.batch_size, progress=ProgressBar(),
                   precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs)
@@ -134,24 +144,29 @@ def _spec(args) -> ScoreSpec:
 
 
 def _refuse_paths_with(args, flag: str) -> None:
-    """--demo and --experiment bring their own models and data."""
+    """--demo, --bundle and --experiment bring their own models and data (and exclude each other)."""
     given = [f"--{k.replace('_', '-')}" for k in ("target", "shadow", "manifest", "data", "members", "nonmembers")
              if getattr(args, k)]
+    given += [f"--{k}" for k in EXPERIMENT_FLAGS if getattr(args, k) and f"--{k}" != flag]
     if given or args.reference:
         raise ValueError(f"{flag} brings its own models and data; drop {', '.join(given or ['--reference'])}")
 
 
 def _experiment(args):
-    from .experiment import load_demo_experiment, load_experiment, load_experiment_file
     device = _device(args.device)
     if args.demo:
         _refuse_paths_with(args, "--demo")
         experiment = load_demo_experiment(device)
+    elif args.bundle:
+        _refuse_paths_with(args, "--bundle")
+        if not Path(args.bundle).is_dir():
+            raise FileNotFoundError(f"--bundle {args.bundle}: no such folder")
+        experiment = load_demo_experiment(device, demo_dir=Path(args.bundle))
     elif args.experiment:
         _refuse_paths_with(args, "--experiment")
         experiment = load_experiment_file(args.experiment, device)
     elif not args.target:
-        raise ValueError("give --target (or --demo, or --experiment FILE)")
+        raise ValueError("give --target (or --demo, --bundle DIR or --experiment FILE)")
     else:
         experiment = load_experiment(
             args.target, args.shadow, args.reference, manifest=args.manifest, data=args.data, members=args.members,
@@ -162,9 +177,10 @@ def _experiment(args):
     return experiment
 
 
-def _attack_names(text: str, experiment) -> list[str]:
+def _attack_names(text: str, experiment, varying_mask_ratio: bool = False) -> list[str]:
+    """--attacks: auto asks the experiment (Experiment.available_attacks), as the dashboard does."""
     if text == "auto":
-        return [a for a in AUTO_ATTACKS if len(experiment.references) >= ATTACKS[a].min_references]
+        return experiment.available_attacks(varying_mask_ratio)
     names = [t.strip() for t in text.split(",") if t.strip()]
     for name in names:
         make_attack(name)  # refuses unknown names
@@ -174,7 +190,7 @@ def _attack_names(text: str, experiment) -> list[str]:
 
 
 def _settings(args, attacks) -> dict:
-    inputs = {k: getattr(args, k) for k in ("demo", "experiment", "target", "shadow", "reference", "decoder_from", "manifest", "data",
+    inputs = {k: getattr(args, k) for k in ("demo", "bundle", "experiment", "target", "shadow", "reference", "decoder_from", "manifest", "data",
                                             "members", "nonmembers", "shadow_members", "shadow_nonmembers")}
     return dict(command=args.command, attacks=attacks, spec=asdict(_spec(args)), aggregate=args.aggregate,
                 threshold=args.threshold, inputs=inputs, device=str(_device(args.device)),
@@ -197,7 +213,7 @@ def cmd_attack(args) -> int:
 
 def cmd_sweep(args) -> int:
     experiment = _experiment(args)
-    names = _attack_names(args.attacks, experiment)
+    names = _attack_names(args.attacks, experiment, varying_mask_ratio=True)
     try:
         ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
     except ValueError:
@@ -220,27 +236,19 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .checkpoint import attach_decoder, load_model
-    from .data import open_source
     device = _device(args.device)
     loaded = load_model(args.model, device)
     if args.decoder_from:
         loaded = attach_decoder(loaded, load_model(args.decoder_from, device))
     source, spec = open_source(args.data), _spec(args)
     scores = _scorer(args).scores(loaded, source, spec).require_finite(loaded.path)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["id", f"{args.aggregate}_{spec.distance}"] + [f"mask_{k}" for k in range(spec.num_masks)])
-    for i, (image_id, agg) in enumerate(zip(scores.ids, scores.aggregate(args.aggregate))):
-        writer.writerow([int(image_id), repr(float(agg))] + [repr(float(v)) for v in scores.per_mask[:, i]])
-    path, = save_outputs({args.out: text.getvalue()}, "the scores")
+    path = write_model_scores(args.out, scores, args.aggregate)
     print(f"scored {len(scores.ids)} images of {source.name} with {spec.num_masks} masks at ratio "
           f"{spec.mask_ratio:g} ({spec.distance}); wrote {path}")
     return 0
 
 
 def cmd_inspect(args) -> int:
-    from .checkpoint import describe_checkpoint, load_model
     print(json.dumps(jsonable(describe_checkpoint(load_model(args.path, "cpu"))), indent=1))
     return 0
 
@@ -260,22 +268,16 @@ def _config_overrides(items) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .data import open_source
-    from .manifest import SplitManifest
-    from .config import get_config
-    from .model import build_model
-    from .model_ref import check_settings
-    from .train import TrainConfig, train_mae
     overrides = check_settings(_config_overrides(args.config), "--config")
     config = get_config(args.preset, **overrides)
     provenance = dict(preset=args.preset, config_overrides=overrides)
     if args.manifest:
         if not args.role:
-            raise ValueError("--manifest needs --role target, shadow or reference_<i>")
+            raise ValueError(f"--manifest needs --role {', '.join(MODEL_ROLES[:2])} or {MODEL_ROLES[2]}_<i>")
         manifest = SplitManifest.load(args.manifest)
         source = open_source(args.data or manifest.source)
         manifest.check_source(source)
-        role = {"target": "target_members", "shadow": "shadow_members"}.get(args.role, args.role)
+        role = training_set(args.role)
         provenance.update(data_spec=source.spec, role=role, manifest=dict(
             path=str(args.manifest), sha256=hashlib.sha256(Path(args.manifest).read_bytes()).hexdigest()[:16]))
         source = source.subset(manifest.ids(role), name=f"{source.name}/{role}")
@@ -298,7 +300,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_build_demo(args) -> int:
-    from .demo import DemoRecipe, build_demo
     recipe = DemoRecipe() if args.epochs is None else replace(DemoRecipe(), epochs=args.epochs)
     out = build_demo(args.out, recipe, fashion_mnist_root=args.fashion_mnist_root, device=_device(args.device),
                      jobs=args.jobs)
@@ -307,7 +308,6 @@ def cmd_build_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiment import DEMO_DIR
     parser = argparse.ArgumentParser(prog="mimmia", description="Membership inference against masked image "
                                      "modeling (MAE) models. `mimmia COMMAND --help` for each command.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a preset field, e.g. embed_dim=64 or norm_pix_loss=true (repeat)")
     p.add_argument("--data", help="source spec (default with --manifest: the manifest's source)")
     p.add_argument("--manifest", help="split manifest to take the training ids from")
-    p.add_argument("--role", default=None, help="target, shadow or reference_<i> (with --manifest)")
+    p.add_argument("--role", default=None, help="target, shadow or reference_<i> (with --manifest): trains on "
+                                                "target_members, shadow_members or reference set i")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=None, help="absolute learning rate (default: blr * batch / 256)")
@@ -378,7 +379,6 @@ def _flag_given(args, path: str) -> str | None:
 
 
 def _error_text(args, e: BaseException) -> str:
-    from .checkpoint import MissingSettingsError
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     if isinstance(e, MissingSettingsError) and (flag := _flag_given(args, e.path)):
         example = "&".join(f"{f}=..." for f in e.missing)
@@ -388,7 +388,6 @@ def _error_text(args, e: BaseException) -> str:
 
 def _check_out(args) -> None:
     """--out must be writable before any work starts: a folder (attack, sweep, train, build-demo) or a file (score)."""
-    from .paths import check_output_dir, check_output_file
     if getattr(args, "out", None):
         (check_output_file if args.command == "score" else check_output_dir)(args.out, "--out")
 

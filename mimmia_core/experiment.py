@@ -5,17 +5,19 @@ The adversary's side is a shadow model with its own members and non-members
 (to calibrate per-image difficulty). `load_experiment` builds one from paths,
 source specs (see data.open_source) and a split manifest.
 """
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .assets import DEMO_DIR
-from .checkpoint import LoadedModel, load_model
+from .attacks import ATTACKS
+from .checkpoint import LoadedModel, load_model, model_fingerprint
 from .data import DEMO_DATA, ImageSource, load_demo, load_npz, open_source
 from .checkpoint import attach_decoder, describe_checkpoint
-from .manifest import SplitManifest
+from .manifest import (CANDIDATE_SETS, REFERENCE_FOLDER_PREFIX, SplitManifest, reference_folder, reference_index,
+                       reference_set)
 from .train import default_device
-
 
 
 @dataclass
@@ -32,10 +34,31 @@ class Experiment:
     notes: list = field(default_factory=list)   # e.g. where an encoder-only target's decoder came from
 
     def sources(self) -> dict:
-        """Role -> source, for the roles this experiment has."""
-        roles = dict(target_member=self.members, target_nonmember=self.nonmembers,
-                     shadow_member=self.shadow_members, shadow_nonmember=self.shadow_nonmembers)
-        return {role: s for role, s in roles.items() if s is not None}
+        """Image set name (manifest.CANDIDATE_SETS: target_members, ...) -> source, for the sets it has."""
+        sets = zip(CANDIDATE_SETS, (self.members, self.nonmembers, self.shadow_members, self.shadow_nonmembers))
+        return {name: s for name, s in sets if s is not None}
+
+    def models(self) -> dict:
+        """Model role -> LoadedModel: target, shadow (if any), reference_<i> (manifest.reference_set)."""
+        shadow = {} if self.shadow is None else {"shadow": self.shadow}
+        return {"target": self.target, **shadow, **{reference_set(i): r for i, r in enumerate(self.references)}}
+
+    def fingerprint(self) -> str:
+        """16 hex digits naming every model's weights and config and every image set, by role: results
+        computed for one fingerprint are valid for exactly this experiment (the dashboard's cache key)."""
+        parts = [f"{role}={model_fingerprint(m.model)}" for role, m in self.models().items()]
+        parts += [f"{name}={s.fingerprint()}" for name, s in self.sources().items()]
+        return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
+
+    def available_attacks(self, varying_mask_ratio: bool = False) -> list[str]:
+        """The attacks this experiment can run, in attacks.ATTACKS order: those with enough reference models
+        (calibrated needs one, LiRA two) and, for an encoder-only target, those needing no decoder.
+        varying_mask_ratio: only those whose result depends on the mask ratio (what a sweep takes).
+        The CLI's --attacks auto and the dashboard both ask this."""
+        return [name for name, cls in ATTACKS.items()
+                if len(self.references) >= cls.min_references
+                and (self.target.has_decoder or not cls.uses_distance)
+                and (cls.uses_mask_ratio or not varying_mask_ratio)]
 
     def describe(self) -> dict:
         """Names, formats, fingerprints and split sizes, for the overview page and reports."""
@@ -77,8 +100,7 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
     device = device if device is not None else default_device()
     target, shadow = _model(target, device), (None if shadow is None else _model(shadow, device))
     references = [_model(r, device) for r in references]
-    sets = dict(target_members=_source(members), target_nonmembers=_source(nonmembers),
-                shadow_members=_source(shadow_members), shadow_nonmembers=_source(shadow_nonmembers))
+    sets = dict(zip(CANDIDATE_SETS, map(_source, (members, nonmembers, shadow_members, shadow_nonmembers))))
     if manifest is not None:
         manifest = manifest if isinstance(manifest, SplitManifest) else SplitManifest.load(manifest)
         data = _source(data if data is not None else manifest.source)
@@ -149,9 +171,11 @@ def load_experiment_file(path, device=None) -> Experiment:
 
 
 def demo_models(demo_dir=DEMO_DIR) -> dict:
-    """Role -> checkpoint directory of a bundle laid out like assets/demo: target, shadow (if any), ref-<i>."""
+    """Folder name -> checkpoint directory of a bundle laid out like assets/demo: target, shadow (if any),
+    ref-<i> (manifest.reference_folder), the references in index order."""
     models = Path(demo_dir) / "models"
-    refs = sorted(models.glob("ref-*"), key=lambda p: int(p.name.split("-")[1]))
+    indices = sorted(i for p in models.glob(f"{REFERENCE_FOLDER_PREFIX}*") if (i := reference_index(p.name)) is not None)
+    refs = [models / reference_folder(i) for i in indices]
     shadow = {"shadow": models / "shadow"} if (models / "shadow").exists() else {}
     return {"target": models / "target", **shadow, **{p.name: p for p in refs}}
 
@@ -162,7 +186,7 @@ def load_demo_experiment(device=None, demo_dir=DEMO_DIR) -> Experiment:
     models = demo_models(demo_dir)
     if not (demo_dir / "manifest.json").exists() or not models["target"].exists():
         raise FileNotFoundError(f"no demo bundle in {demo_dir}; build it with `mimmia build-demo --out {demo_dir}`")
-    refs = [path for name, path in models.items() if name.startswith("ref-")]
+    refs = [path for name, path in models.items() if reference_index(name) is not None]
     data = load_demo() if demo_dir == DEMO_DIR else load_npz(demo_dir / DEMO_DATA.name, name="demo-fashion-mnist")
     return load_experiment(models["target"], models.get("shadow"), refs, manifest=demo_dir / "manifest.json",
                            data=data, device=device, name="demo")

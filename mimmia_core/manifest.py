@@ -2,6 +2,20 @@
 
 A manifest names the data source, its fingerprint and the seed, so an attack
 run can be reproduced exactly and run against the same data again.
+
+Roles, the one vocabulary of mimmia. MODEL_ROLES: target, shadow and reference. The target is
+attacked; the shadow is the adversary's own model, trained on its members (a threshold is learned on its members vs non-members); reference models are trained without
+the candidates (they calibrate per-image difficulty), one training set each.
+
+Image sets are named "<model>_<kind>", kind MEMBERS (trained on, label 1) or NONMEMBERS (never seen,
+label 0): the candidate sets CANDIDATE_SETS = target_members, target_nonmembers, shadow_members,
+shadow_nonmembers. Reference i's training set is "reference_<i>" (reference_set(i)); in a manifest the
+references' sets sit in one list, reference_members. These names are the manifest's keys, the keys of
+Experiment.sources() and describe()["data"], the "role" column of scores.csv, and what
+`mimmia train --role` takes (a model role stands for its training set: target -> target_members,
+shadow -> shadow_members, reference_<i> -> reference_<i>; training_set()). In a bundle folder laid out
+like assets/demo the models live in models/target, models/shadow and models/ref-<i> (reference_folder(i);
+the short folder name is kept so bundles already built open unchanged).
 """
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -13,7 +27,57 @@ from .data import as_ids, source_spec as spec_of
 from .atomic import atomic_write_text
 from .paths import require_exists
 
-ROLES = ("target_members", "target_nonmembers", "shadow_members", "shadow_nonmembers")
+# --------------------------------------------------------------------------
+# The role vocabulary (see the module docstring): manifest, experiment, report, CLI and bundle folders
+# --------------------------------------------------------------------------
+MODEL_ROLES = ("target", "shadow", "reference")
+MEMBERS, NONMEMBERS = "members", "nonmembers"
+LABELS = {MEMBERS: 1, NONMEMBERS: 0}
+
+
+def set_name(model_role: str, kind: str) -> str:
+    """("target", "members") -> "target_members"."""
+    if model_role not in MODEL_ROLES or kind not in LABELS:
+        raise ValueError(f"unknown image set {model_role!r}/{kind!r}; models are {MODEL_ROLES}, "
+                         f"kinds {MEMBERS!r} and {NONMEMBERS!r}")
+    return f"{model_role}_{kind}"
+
+
+CANDIDATE_SETS = tuple(set_name(m, k) for m in MODEL_ROLES[:2] for k in (MEMBERS, NONMEMBERS))
+ROLES = CANDIDATE_SETS  # the manifest's fixed id lists (kept under its old name)
+REFERENCE_PREFIX, REFERENCE_FOLDER_PREFIX = "reference_", "ref-"
+
+
+def set_label(name: str) -> int:
+    """1 for a members set, 0 for a non-members set."""
+    return LABELS[name.rsplit("_", 1)[1]]
+
+
+def reference_set(i: int) -> str:
+    """The name of reference model i's training set: "reference_<i>"."""
+    return f"{REFERENCE_PREFIX}{int(i)}"
+
+
+def reference_folder(i: int) -> str:
+    """Reference model i's folder in a bundle: "ref-<i>"."""
+    return f"{REFERENCE_FOLDER_PREFIX}{int(i)}"
+
+
+def reference_index(folder_name: str) -> int | None:
+    """"ref-3" -> 3; None for another name."""
+    prefix, _, index = folder_name.partition("-")
+    return int(index) if f"{prefix}-" == REFERENCE_FOLDER_PREFIX and index.isdigit() else None
+
+
+def training_set(role: str) -> str:
+    """The set a model of `role` trains on: target -> target_members, shadow -> shadow_members,
+    reference_<i> -> reference_<i>; a set name is returned as it is."""
+    if role in MODEL_ROLES[:2]:
+        return set_name(role, MEMBERS)
+    if role in CANDIDATE_SETS or (role.startswith(REFERENCE_PREFIX) and role[len(REFERENCE_PREFIX):].isdigit()):
+        return role
+    raise ValueError(f"unknown role {role!r}; give target, shadow or {REFERENCE_PREFIX}<i> (or an image set: "
+                     f"{', '.join(CANDIDATE_SETS)})")
 
 
 @dataclass
@@ -36,7 +100,7 @@ class SplitManifest:
         if not isinstance(self.reference_members, (list, tuple)):
             raise ValueError(f"manifest: reference_members must be a list of id lists, one per reference model, "
                              f"got {type(self.reference_members).__name__}")
-        self.reference_members = [_id_list(ref, f"reference_{i}") for i, ref in enumerate(self.reference_members)]
+        self.reference_members = [_id_list(ref, reference_set(i)) for i, ref in enumerate(self.reference_members)]
         if not self.target_members or not self.target_nonmembers:
             raise ValueError("manifest: target members and non-members must both be non-empty")
         if bool(self.shadow_members) != bool(self.shadow_nonmembers):
@@ -52,13 +116,13 @@ class SplitManifest:
                                  f"calibration needs references that exclude them")
 
     def ids(self, role: str) -> np.ndarray:
-        if role.startswith("reference_"):
-            index = role.split("_", 1)[1]
+        if role.startswith(REFERENCE_PREFIX):
+            index = role[len(REFERENCE_PREFIX):]
             if not index.isdigit() or int(index) >= len(self.reference_members):
                 raise ValueError(f"unknown role {role!r}; this manifest has {len(self.reference_members)} references")
             return np.asarray(self.reference_members[int(index)], dtype=np.int64)
         if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; roles are {ROLES} and reference_<i>")
+            raise ValueError(f"unknown role {role!r}; roles are {ROLES} and {REFERENCE_PREFIX}<i>")
         return np.asarray(getattr(self, role), dtype=np.int64)
 
     def check_source(self, source) -> None:
@@ -67,7 +131,7 @@ class SplitManifest:
         if fp != self.source_fingerprint:
             raise ValueError(f"manifest was made for data with fingerprint {self.source_fingerprint}, "
                              f"but {source.name} has {fp}: the data changed")
-        roles = list(ROLES) + [f"reference_{i}" for i in range(len(self.reference_members))]
+        roles = list(ROLES) + [reference_set(i) for i in range(len(self.reference_members))]
         for role in roles:
             missing = np.setdiff1d(self.ids(role), source.ids)
             if len(missing):

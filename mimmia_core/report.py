@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import save_outputs
+from .manifest import CANDIDATE_SETS, set_label
 
-ROLES = (("target_member", 1), ("target_nonmember", 0), ("shadow_member", 1), ("shadow_nonmember", 0))
+ROLES = tuple((name, set_label(name)) for name in CANDIDATE_SETS)  # (image set, label): target_members 1, ...
 
 
 def versions() -> dict:
@@ -62,8 +63,8 @@ def attack_report(experiment, results, settings: dict) -> dict:
 
 
 def score_columns(experiment, results) -> dict:
-    """One row per image and role (target/shadow member/non-member): id, role, label (1 = member), and
-    per attack its score (higher = member-like) and '<attack>_rank', the rank among the same model's
+    """One row per image and role (its image set, manifest.CANDIDATE_SETS: target_members, target_nonmembers,
+    shadow_members, shadow_nonmembers): id, role, label (1 = member), and per attack its score (higher = member-like) and '<attack>_rank', the rank among the same model's
     candidates (1 = most member-like). Roles an attack did not score are left out."""
     if not results:
         raise ValueError("no attack results to tabulate")
@@ -72,10 +73,9 @@ def score_columns(experiment, results) -> dict:
         if not (np.array_equal(r.member_ids, first.member_ids) and np.array_equal(r.nonmember_ids, first.nonmember_ids)):
             raise ValueError(f"attack {r.attack} scored other images than {first.attack}")
     sources = experiment.sources()
-    scores = dict(target_member=[r.member_scores for r in results],
-                  target_nonmember=[r.nonmember_scores for r in results],
-                  shadow_member=[r.shadow_member_scores for r in results],
-                  shadow_nonmember=[r.shadow_nonmember_scores for r in results])
+    per_set = [(r.member_scores, r.nonmember_scores, r.shadow_member_scores, r.shadow_nonmember_scores)
+               for r in results]
+    scores = {name: [s[i] for s in per_set] for i, name in enumerate(CANDIDATE_SETS)}
     roles = [(role, label) for role, label in ROLES
              if role in sources and all(s is not None for s in scores[role])]
     columns = {"id": np.concatenate([sources[role].ids for role, _ in roles]).astype(np.int64),
@@ -111,6 +111,24 @@ def write_attack_report(out_dir, experiment, results, settings: dict) -> tuple[P
     report, scores = save_outputs({out_dir / "report.json": _json(attack_report(experiment, results, settings)),
                                    out_dir / "scores.csv": scores_csv(experiment, results)}, "the attack report")
     return report, scores
+
+
+def model_scores_csv(scores, aggregate: str) -> str:
+    """One model's Scores on one source as CSV: id, the aggregate over the K masks ('<aggregate>_<distance>'),
+    then each mask's value (mask_0 ...), written exactly (repr of the float). What `mimmia score` writes."""
+    spec = scores.spec
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["id", f"{aggregate}_{spec.distance}"] + [f"mask_{k}" for k in range(spec.num_masks)])
+    for i, (image_id, agg) in enumerate(zip(scores.ids, scores.aggregate(aggregate))):
+        writer.writerow([int(image_id), repr(float(agg))] + [repr(float(v)) for v in scores.per_mask[:, i]])
+    return text.getvalue()
+
+
+def write_model_scores(path, scores, aggregate: str) -> Path:
+    """model_scores_csv written to `path` (atomically; elsewhere with a WriteWarning if it cannot be)."""
+    written, = save_outputs({Path(path): model_scores_csv(scores, aggregate)}, "the scores")
+    return written
 
 
 def _pct(fpr: float) -> str:
@@ -181,4 +199,4 @@ def sweep_table(rows: list[dict]) -> str:
 
 
 __all__ = ["versions", "jsonable", "result_summary", "attack_report", "score_columns", "scores_csv", "write_attack_report",
-           "attack_table", "write_sweep", "sweep_table"]
+           "attack_table", "write_sweep", "sweep_table", "model_scores_csv", "write_model_scores", "ROLES"]

@@ -381,7 +381,7 @@ def test_score_columns_serve_the_cli_and_the_download(core):
     results = [run_attack(a, exp, spec(), scorer) for a in ("paper", "calibrated")]
     cols = report.score_columns(exp, results)
     n_m, n_n = len(exp.members), len(exp.nonmembers)
-    target = cols["role"] == "target_member"
+    target = cols["role"] == "target_members"
     assert cols["label"][:n_m + n_n].tolist() == [1] * n_m + [0] * n_n
     assert cols["id"][:n_m + n_n].tolist() == exp.members.ids.tolist() + exp.nonmembers.ids.tolist()
     assert cols["calibrated"][target] == pytest.approx(results[1].member_scores)

@@ -49,10 +49,10 @@ def test_attack_writes_report_and_scores(tiny, tmp_path, capsys):
     rows = read_csv(out / "scores.csv")
     assert list(rows[0]) == ["id", "role", "label", "paper", "paper_rank", "calibrated", "calibrated_rank"]
     roles = [r["role"] for r in rows]
-    assert [roles.count(x) for x in ("target_member", "target_nonmember", "shadow_member", "shadow_nonmember")] == \
+    assert [roles.count(x) for x in ("target_members", "target_nonmembers", "shadow_members", "shadow_nonmembers")] == \
         [6, 6, 6, 6]
     manifest = json.loads(tiny["manifest"].read_text())
-    assert [int(r["id"]) for r in rows if r["role"] == "target_member"] == manifest["target_members"]
+    assert [int(r["id"]) for r in rows if r["role"] == "target_members"] == manifest["target_members"]
 
     # the per-image scores are the model's, and the report's numbers follow from them
     def column(role, attack):
@@ -61,12 +61,12 @@ def test_attack_writes_report_and_scores(tiny, tmp_path, capsys):
     from mimmia_core.data import load_npz
     source = load_npz(tiny["data"]).subset(manifest["target_members"])
     want = -score_images(members.model, source, ScoreSpec(num_masks=3, seed=5)).per_mask.mean(0)
-    assert column("target_member", "paper") == pytest.approx(want, rel=1e-6)
+    assert column("target_members", "paper") == pytest.approx(want, rel=1e-6)
     for result in report["results"]:
         a = result["attack"]
-        threshold = best_accuracy_threshold(column("shadow_member", a), column("shadow_nonmember", a))
+        threshold = best_accuracy_threshold(column("shadow_members", a), column("shadow_nonmembers", a))
         assert result["threshold"] == pytest.approx(threshold)
-        again = evaluate(column("target_member", a), column("target_nonmember", a), threshold)
+        again = evaluate(column("target_members", a), column("target_nonmembers", a), threshold)
         assert result["metrics"]["auc"] == pytest.approx(again["auc"])
         assert result["metrics"]["confusion"] == pytest.approx(again["confusion"])
         assert result["metrics"]["tpr_at"]["0.01"]["hi"] == pytest.approx(again["tpr_at"][0.01]["hi"])
@@ -79,10 +79,10 @@ def test_attack_with_explicit_sources_and_no_shadow(tiny, tmp_path, capsys):
                  "--nonmembers", f"npz:{tiny['data']}", "--num-masks", "2", "--threshold", "fpr:0.1",
                  "--out", str(out), "--device", "cpu", "--no-cache"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["settings"]["attacks"] == ["paper"] and report["results"][0]["threshold"] is None
+    assert report["settings"]["attacks"] == ["paper", "encodermi", "unmasked"] and report["results"][0]["threshold"] is None
     assert report["results"][0]["metrics"]["auc"] == pytest.approx(0.5)  # the same images on both sides
     assert capsys.readouterr().out.splitlines()[1].split()[-1] == "-"
-    assert {r["role"] for r in read_csv(out / "scores.csv")} == {"target_member", "target_nonmember"}
+    assert {r["role"] for r in read_csv(out / "scores.csv")} == {"target_members", "target_nonmembers"}
 
 
 def test_sweep_marks_the_best_ratio(tiny, tmp_path, capsys):
@@ -146,9 +146,9 @@ def test_train_a_manifest_role(tiny, tmp_path):
 
 
 def test_build_demo_is_wired(monkeypatch, tmp_path):
-    import mimmia_core.demo as demo
+    import mimmia_core.cli as cli
     calls = []
-    monkeypatch.setattr(demo, "build_demo", lambda out, recipe, **kw: calls.append((out, recipe, kw)) or Path(out))
+    monkeypatch.setattr(cli, "build_demo", lambda out, recipe, **kw: calls.append((out, recipe, kw)) or Path(out))
     assert main(["build-demo", "--out", str(tmp_path), "--device", "cpu", "--epochs", "3", "--jobs", "2"]) == 0
     (out, recipe, kw), = calls
     assert out == str(tmp_path) and recipe.epochs == 3 and kw["jobs"] == 2 and kw["device"] == torch.device("cpu")

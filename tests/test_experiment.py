@@ -27,7 +27,7 @@ def test_load_experiment_from_a_manifest(tiny):
     d = exp.describe()
     assert json.loads(json.dumps(d)) == d
     assert d["target"]["fingerprint"] == exp.target.fingerprint != d["shadow"]["fingerprint"]
-    assert d["data"]["target_member"]["size"] == 6 and d["data"]["shadow_nonmember"]["size"] == 6
+    assert d["data"]["target_members"]["size"] == 6 and d["data"]["shadow_nonmembers"]["size"] == 6
     assert d["manifest"]["source"] == f"npz:{tiny['data']}" and d["manifest"]["reference_sets"] == 2
     assert d["notes"] == []
     manifest.reference_members[1].append(manifest.shadow_nonmembers[0])

@@ -1,0 +1,34 @@
+"""How an attack's scores are shown: on which axis, under which name, in which direction.
+
+Every attack's signal is "higher = more member-like" (attacks.Attack). For display, the attacks that
+score a distance are shown in the distance's natural units instead: the signal times `sign`, so a chart
+reads "lower distance = member" as in the paper. The dashboard multiplies by `sign` and never decides
+a direction itself.
+"""
+from .attacks import make_attack
+
+SCORE_NAMES = {"paper": "reconstruction distance", "calibrated": "calibrated score", "lira": "LiRA score",
+               "encodermi": "view similarity", "unmasked": "unmasked reconstruction error"}
+
+
+def score_axis(attack, spec) -> tuple[float, str]:
+    """(sign, axis label) to show an attack's scores in natural units: the paper attack as the distance
+    itself (sign -1; PSNR in dB, sign +1), unmasked as its error (sign -1), the others as they are
+    (sign +1, higher = member). `spec`: the ScoreSpec the scores were computed with (AttackResult.spec)."""
+    attack = make_attack(attack)
+    if attack.name == "paper":
+        if spec.distance == "psnr":
+            return 1.0, "PSNR of the reconstruction, dB (higher = more member-like)"
+        return -1.0, f"reconstruction distance, {spec.distance} (lower = more member-like)"
+    if attack.name == "unmasked":
+        return -1.0, "reconstruction error over all patches (lower = more member-like)"
+    return 1.0, f"{attack.label} score (higher = more member-like)"
+
+
+def score_name(attack) -> str:
+    """What one of the attack's scores is called: "reconstruction distance", "LiRA score", ..."""
+    attack = make_attack(attack)
+    return SCORE_NAMES.get(attack.name, f"{attack.label} score")
+
+
+__all__ = ["score_axis", "score_name", "SCORE_NAMES"]
