@@ -203,7 +203,9 @@ def test_run_attack_end_to_end_for_every_attack(tmp_path):
         assert r.attack == name and r.member_ids.tolist() == exp.members.ids.tolist()
         assert r.member_scores == pytest.approx(want[name], rel=1e-5), name
         assert r.shadow_member_scores.shape == (6,) and r.threshold is not None
-        assert 0 <= r.metrics["auc"] <= 1 and r.metrics["min_measurable_fpr"] == pytest.approx(1 / 6)
+        m, n = r.member_scores[:, None], r.nonmember_scores[None, :]  # AUC as Mann-Whitney over all pairs
+        assert r.metrics["auc"] == pytest.approx((m > n).mean() + 0.5 * (m == n).mean(), abs=1e-12)
+        assert r.metrics["min_measurable_fpr"] == pytest.approx(1 / 6)
         assert r.metrics["confusion"]["tp"] + r.metrics["confusion"]["fn"] == 6
 
 
