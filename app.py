@@ -7,7 +7,7 @@ switch streamlit to its older file-based navigation).
 """
 import streamlit as st
 
-from app_pages import common
+from app_pages import state
 
 st.set_page_config(page_title="mimmia: membership inference against MAE", page_icon=":material/visibility:",
                    layout="wide")
@@ -23,5 +23,5 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-common.settings_sidebar()
+state.settings_sidebar()
 page.run()

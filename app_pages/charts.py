@@ -3,7 +3,7 @@ a figure carries a few dozen numbers, never every score."""
 import numpy as np
 import plotly.graph_objects as go
 
-from mimmia_core.views import histogram, shares
+from app_pages.views import histogram, shares
 
 LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, x=0)

@@ -2,20 +2,18 @@
 import numpy as np
 import streamlit as st
 
-from app_pages import charts, common
+from app_pages import charts, state, widgets
+from mimmia_core.axes import score_axis
 
-exp, exp_key = common.experiment()
-spec, aggregate = common.current_spec(), common.current_aggregate()
+exp, exp_key = state.experiment()
+spec, aggregate = state.current_spec(), state.current_aggregate()
 
 st.title("Distances")
 st.caption("If the target remembers its training images, members' reconstruction distances sit lower than "
            "non-members'. The dashed line is the threshold the adversary learned on its shadow model. "
-           f"Mask ratio and K are in the sidebar ({common.spec_caption(spec, aggregate)}).")
+           f"Mask ratio and K are in the sidebar ({state.spec_caption(spec, aggregate)}).")
 
-attacks = [a for a in ("paper", "calibrated") if a in common.available_attacks(exp)]
-results, skipped = common.attack_results(exp, exp_key, attacks, spec, aggregate)
-for name, why in skipped.items():
-    st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
+results = widgets.headline_results(exp, exp_key, spec, aggregate)
 if not results:
     st.stop()
 show_shadow = st.checkbox("Also show the shadow model's members and non-members", key="dist_show_shadow",
@@ -24,18 +22,18 @@ show_shadow = st.checkbox("Also show the shadow model's members and non-members"
 
 cols = st.columns(len(results))
 for col, (a, r) in zip(cols, results.items()):
-    sign, axis = common.score_axis(a, spec)
+    sign, axis = score_axis(a, r.spec)
     member, nonmember = sign * r.member_scores, sign * r.nonmember_scores
     lines = [] if r.threshold is None else [(sign * r.threshold, "shadow threshold", "#424242")]
     with col:
         st.subheader("Raw distance (the paper's attack)" if a == "paper" else "Calibrated by reference models")
-        st.caption(common.ATTACK_HELP[a])
+        st.caption(widgets.help_text(a))
         c1, c2, c3 = st.columns(3)
         c1.metric("median, members", f"{np.median(member):.4g}")
         c2.metric("median, non-members", f"{np.median(nonmember):.4g}")
         c3.metric("AUC", f"{r.metrics['auc']:.3f}")
-        fig = charts.hist_figure({"target members": (member, common.MEMBER_COLOR),
-                                  "target non-members": (nonmember, common.NONMEMBER_COLOR)},
+        fig = charts.hist_figure({"target members": (member, widgets.MEMBER_COLOR),
+                                  "target non-members": (nonmember, widgets.NONMEMBER_COLOR)},
                                  axis, lines=lines, title="target model")
         st.plotly_chart(fig, width="stretch", key=f"dist_hist_{a}")
         if show_shadow and r.shadow_member_scores is not None:

@@ -3,24 +3,22 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app_pages import common
+from app_pages import state, widgets
 from mimmia_core.masking import mask_noise
 from mimmia_core.reconstruction import reconstruct
 from mimmia_core.report import scores_csv
-from mimmia_core.views import display_image, top_n
+from app_pages.views import display_image, top_n
 
-exp, exp_key = common.experiment()
-spec, aggregate = common.current_spec(), common.current_aggregate()
+exp, exp_key = state.experiment()
+spec, aggregate = state.current_spec(), state.current_aggregate()
 
 st.title("Most exposed images")
-available = common.available_attacks(exp)
+available = exp.available_attacks()
 ranking = "calibrated" if "calibrated" in available else "paper"
-st.caption(f"Ranked by the {common.ATTACK_LABELS[ranking]} score (higher = more member-like); "
-           f"{common.spec_caption(spec, aggregate)}. Each image is shown next to the target's reconstruction "
+st.caption(f"Ranked by the {widgets.label(ranking)} score (higher = more member-like); "
+           f"{state.spec_caption(spec, aggregate)}. Each image is shown next to the target's reconstruction "
            f"under its first mask.")
-results, skipped = common.attack_results(exp, exp_key, available, spec, aggregate)
-for name, why in skipped.items():
-    st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
+results = widgets.results(exp, exp_key, available, spec, aggregate)
 if ranking not in results:
     st.stop()
 r = results[ranking]

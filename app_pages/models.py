@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
+from app_pages import cached, state
 from mimmia_core.checkpoint import MissingSettingsError, load_model
 from mimmia_core.checkpoint import describe_checkpoint
 from mimmia_core.hub import KNOWN_MAES, KNOWN_NOTE
@@ -92,7 +92,7 @@ def architecture_hints() -> tuple:
 loaded = None
 try:
     if how == "experiment":
-        exp, _ = common.experiment()
+        exp, _ = state.experiment()
         roles = {"target": exp.target, **({"shadow": exp.shadow} if exp.shadow is not None else {}),
                  **{f"reference {i}": r for i, r in enumerate(exp.references)}}
         role = st.selectbox("Model", list(roles), key="models_role")
@@ -102,7 +102,7 @@ try:
                              placeholder="assets/demo/models/target or /data/mae_visualize_vit_large.pth")
         hints = architecture_hints()
         if path.strip():
-            loaded = common.load_model_by_path(path.strip(), hints)
+            loaded = cached.load_model_by_path(path.strip(), hints)
     elif how == "upload":
         up = st.file_uploader("Official MAE checkpoint (.pth, at most 20 MB here; use a path for larger files)",
                               type=["pth", "pt", "bin", "safetensors"], key="models_upload")
@@ -118,7 +118,7 @@ try:
         if name and st.session_state.get("models_hub_request") == (name, hints):
             loaded = _load_by_name(name, hints)
 except Exception as e:  # noqa: BLE001 -- a bad checkpoint is a message, never a traceback
-    st.error(f"Could not load this checkpoint: {common.error_text(e)}")
+    st.error(f"Could not load this checkpoint: {state.error_text(e)}")
 
 if loaded is None:
     st.stop()

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages import common
+from app_pages import state, widgets
 
 PIPELINE = """
 digraph {
@@ -43,8 +43,8 @@ st.caption("The field's standard (Carlini et al. 2022): report the true-positive
 # --------------------------------------------------------------------------
 # The experiment
 # --------------------------------------------------------------------------
-choice = common.current_choice()
-loaded, err = common.try_load(choice)
+choice = state.current_choice()
+loaded, err = state.try_load(choice)
 if loaded is None:
     st.error(f"The experiment could not be loaded: {err}")
 else:
@@ -54,16 +54,15 @@ else:
     home = dict(choice).get("path")
     st.caption(f"Loaded from {home or exp.target.path}; models on {exp.target.model.pos_embed.device}.")
 
-    spec, aggregate = common.current_spec(), common.current_aggregate()
-    headline = [a for a in ("paper", "calibrated") if a in common.available_attacks(exp)]
-    results, skipped = common.attack_results(exp, exp_key, headline, spec, aggregate)
+    spec, aggregate = state.current_spec(), state.current_aggregate()
+    results = widgets.headline_results(exp, exp_key, spec, aggregate)
     st.subheader("Headline numbers")
     st.caption(f"Target model, {len(exp.members)} members vs {len(exp.nonmembers)} non-members; "
-               f"{common.spec_caption(spec, aggregate)}. Change these in the sidebar.")
+               f"{state.spec_caption(spec, aggregate)}. Change these in the sidebar.")
     for name, r in results.items():
         m = r.metrics
         with st.container(border=True, key=f"headline_{name}"):
-            st.markdown(f"**{common.ATTACK_LABELS[name].capitalize()}**: {common.ATTACK_HELP[name]}")
+            st.markdown(f"**{widgets.label(name).capitalize()}**: {widgets.help_text(name)}")
             c = st.columns(4)
             c[0].metric("AUC", f"{m['auc']:.3f}")
             for cell, fpr in ((c[1], 0.01), (c[2], 0.001)):
@@ -77,9 +76,7 @@ else:
             acc = m["confusion"]["accuracy"] if "confusion" in m else None
             c[3].metric("Accuracy", "n/a" if acc is None else f"{acc:.3f}",
                         help="At the threshold the adversary learned on its shadow model, applied to the target.")
-    for name, why in skipped.items():
-        st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
-    if "calibrated" not in common.available_attacks(exp):
+    if "calibrated" not in exp.available_attacks():
         st.info("This experiment has no reference models, so only the paper's raw attack runs.")
     st.caption(f"Smallest measurable FPR with {len(exp.nonmembers)} non-members: "
                f"1/{len(exp.nonmembers)} = {1 / len(exp.nonmembers):.4f}. Other attacks and the live threshold are "
@@ -166,7 +163,7 @@ with st.form("experiment_form"):
 if submitted:
     fields = {k: (v.strip() if isinstance(v, str) else v) for k, v in fields.items()}
     if kind == "demo":
-        new = (("kind", "demo"), ("path", str(common.DEMO_DIR)))
+        new = (("kind", "demo"), ("path", str(state.DEMO_DIR)))
     elif kind in ("dir", "json") and not fields["path"]:
         new = None
         st.error("Give a path first.")
@@ -176,7 +173,7 @@ if submitted:
     else:
         new = (("kind", kind),) + tuple(sorted(fields.items()))
     if new is not None:
-        _, problem = common.try_load(new)
+        _, problem = state.try_load(new)
         if problem:
             st.error(f"Could not load this experiment: {problem}")
         else:

@@ -3,21 +3,20 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app_pages import charts, common
-from mimmia_core.attacks import make_attack
-from mimmia_core.data import ArraySource, ImageSizeError, load_image_bytes
+from app_pages import cached, charts, state, views, widgets
+from app_pages.views import display_image, fraction_at_or_above, patch_grid, reconstruction_panels
+from mimmia_core.axes import score_axis, score_name
+from mimmia_core.data import ImageSizeError, load_image_bytes
 from mimmia_core.masking import mask_noise
 from mimmia_core.reconstruction import reconstruct
-from mimmia_core import views
-from mimmia_core.views import display_image, fraction_at_or_above, patch_grid, reconstruction_panels
 
-exp, exp_key = common.experiment()
-spec, aggregate = common.current_spec(), common.current_aggregate()
+exp, exp_key = state.experiment()
+spec, aggregate = state.current_spec(), state.current_aggregate()
 cfg = exp.target.config
 
 st.title("Reconstruction")
 st.caption("The attack's signal, one image at a time: hide patches, let the MAE fill them in, measure the error. "
-           f"Mask ratio, number of masks and seed are in the sidebar ({common.spec_caption(spec, aggregate)}).")
+           f"Mask ratio, number of masks and seed are in the sidebar ({state.spec_caption(spec, aggregate)}).")
 
 # --------------------------------------------------------------------------
 # Pick an image
@@ -98,16 +97,15 @@ if exp.shadow is None:
 # The image's score against the member and non-member distributions
 # --------------------------------------------------------------------------
 st.header("Where this image's score falls")
-attacks = [a for a in ("paper", "calibrated") if a in common.available_attacks(exp)]
-results, skipped = common.attack_results(exp, exp_key, attacks, spec, aggregate)
-for name, why in skipped.items():
-    st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
+results = widgets.headline_results(exp, exp_key, spec, aggregate)
 if kind == "upload":
-    upload = ArraySource(image[None], ids=[image_id], name="upload")
-    refs = exp.references if make_attack("calibrated").needs_references else []
-    with common.scoring_progress("Scoring the upload"):
-        scores = {a: float(make_attack(a).signal(exp.target, upload, refs, spec, common.get_scorer(), aggregate)[0])
-                  for a in results}
+    scores = {}
+    for a, r in list(results.items()):
+        try:
+            scores[a] = cached.upload_score(exp, r, image, image_id)
+        except ValueError as e:
+            st.error(f"{up.name}, {widgets.label(a)}: {state.error_text(e)}")
+            del results[a]
 else:
     scores = {}
     for a, r in results.items():
@@ -116,19 +114,15 @@ else:
 
 cols = st.columns(max(len(results), 1))
 for col, (a, r) in zip(cols, results.items()):
-    sign, axis = common.score_axis(a, spec)
+    sign, _ = score_axis(a, r.spec)
     s = scores[a]
     predicted = None if r.threshold is None else s >= r.threshold
     with col:
-        st.metric(common.SCORE_NAMES[a].capitalize() + f" ({aggregate} over K = {spec.num_masks})",
-                  f"{sign * s:.4g}", help=common.ATTACK_HELP[a])
+        st.metric(score_name(a).capitalize() + f" ({aggregate} over K = {spec.num_masks})",
+                  f"{sign * s:.4g}", help=widgets.help_text(a))
         verdict = "" if predicted is None else \
             f" At the shadow-learned threshold it is predicted a **{'member' if predicted else 'non-member'}**."
         st.markdown(f"At least as member-like as this image: **{fraction_at_or_above(r.member_scores, s):.0%}** of "
                     f"members, **{fraction_at_or_above(r.nonmember_scores, s):.0%}** of non-members.{verdict}")
-        lines = [] if r.threshold is None else [(sign * r.threshold, "shadow threshold", "#424242")]
-        fig = charts.hist_figure({"members": (sign * r.member_scores, common.MEMBER_COLOR),
-                                  "non-members": (sign * r.nonmember_scores, common.NONMEMBER_COLOR)},
-                                 axis, lines=lines, markers=[(sign * s, "this image", "#fdd835")],
-                                 title=common.ATTACK_LABELS[a])
+        fig = widgets.member_histogram(r, widgets.label(a), markers=[(s, "this image", "#fdd835")])
         st.plotly_chart(fig, width="stretch", key=f"recon_hist_{a}")

@@ -3,25 +3,24 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app_pages import charts, common
+from app_pages import charts, state, widgets
 from mimmia_core.metrics import OperatingPoints, roc, smallest_measurable_fpr
-from mimmia_core.views import slider_range, slider_start
+from app_pages.views import slider_range, slider_start
+from mimmia_core.attacks import ATTACKS
 
-exp, exp_key = common.experiment()
-spec, aggregate = common.current_spec(), common.current_aggregate()
+exp, exp_key = state.experiment()
+spec, aggregate = state.current_spec(), state.current_aggregate()
 
 st.title("ROC and threshold")
 st.caption("How well each attack separates the target's members from its non-members, at every threshold. "
            "The field reports the true-positive rate at a LOW false-positive rate (an attack that is sure about a "
-           f"few images matters), with 95% Clopper-Pearson intervals. {common.spec_caption(spec, aggregate)}.")
+           f"few images matters), with 95% Clopper-Pearson intervals. {state.spec_caption(spec, aggregate)}.")
 
-available = common.available_attacks(exp)
+available = exp.available_attacks()
 chosen = st.multiselect("Attacks", available, default=available, key="roc_attacks",
-                        format_func=lambda a: common.ATTACK_LABELS[a])
-results, skipped = common.attack_results(exp, exp_key, chosen, spec, aggregate)
-for name, why in skipped.items():
-    st.warning(f"{common.ATTACK_LABELS[name]}: {why}")
-missing = sorted(set(common.ATTACKS) - set(available))
+                        format_func=widgets.label)
+results = widgets.results(exp, exp_key, chosen, spec, aggregate)
+missing = sorted(set(ATTACKS) - set(available))
 if missing:
     st.caption(f"Not available for this experiment: {', '.join(missing)} (calibrated needs one reference model, "
                f"LiRA two).")
@@ -34,7 +33,7 @@ min_fpr = smallest_measurable_fpr(n_non)
 rows = []
 for a, r in results.items():
     m = r.metrics
-    row = {"attack": common.ATTACK_LABELS[a], "AUC": round(m["auc"], 4)}
+    row = {"attack": widgets.label(a), "AUC": round(m["auc"], 4)}
     for f, t in m["tpr_at"].items():
         row[f"TPR @ {f:.1%} FPR".replace(".0%", "%")] = (f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
                                                          + ("" if t["measurable"] else " †"))
@@ -51,7 +50,7 @@ curves = {a: roc(r.member_scores, r.nonmember_scores) for a, r in results.items(
 def operating_point():
     """Threshold slider, operating point, confusion matrix: reruns alone as the slider moves."""
     focus = st.selectbox("Move the threshold of", list(results), key="roc_focus",
-                         format_func=lambda a: common.ATTACK_LABELS[a])
+                         format_func=widgets.label)
     r = results[focus]
     points = OperatingPoints(r.member_scores, r.nonmember_scores)
     lo, hi, step = slider_range(r.member_scores, r.nonmember_scores, *( [[r.threshold]] if r.threshold is not None
@@ -92,7 +91,7 @@ def operating_point():
                    f"{max(n_m, n_non) / (n_m + n_non):.3f}: read balanced accuracy and the TPR at low FPR instead.")
     left, right = st.columns(2)
     point = (c["fpr"], c["tpr"], f"this threshold on {focus} ({threshold:.4g})")
-    shown = {common.ATTACK_LABELS[a]: cv for a, cv in curves.items()}
+    shown = {widgets.label(a): cv for a, cv in curves.items()}
     left.plotly_chart(charts.roc_figure(shown, False, n_non, point, shadow), width="stretch", key="roc_linear")
     right.plotly_chart(charts.roc_figure(shown, True, n_non, point, shadow), width="stretch", key="roc_loglog")
 

@@ -18,7 +18,7 @@ import torch
 
 from mimmia_core.checkpoint import save_checkpoint
 from mimmia_core.data import DEMO_DATA, ArraySource
-from mimmia_core.manifest import make_split
+from mimmia_core.manifest import make_split, reference_folder, reference_set, training_set
 from mimmia_core.config import MAEConfig
 from mimmia_core.model import build_model
 from mimmia_core.train import TrainConfig, train_mae
@@ -55,7 +55,8 @@ def build_tiny_bundle(out_dir, epochs: int = 40) -> Path:
     source = ArraySource(images, ids, name="tiny")
     manifest = make_split(source, f"npz:{out_dir / DEMO_DATA.name}", n, n, n_references=2, seed=0)
     manifest.save(out_dir / "manifest.json")
-    roles = {"target": "target_members", "shadow": "shadow_members", "ref-0": "reference_0", "ref-1": "reference_1"}
+    roles = {"target": training_set("target"), "shadow": training_set("shadow"),
+             **{reference_folder(i): reference_set(i) for i in range(2)}}  # folder -> the set it trains on
     for i, (name, role) in enumerate(roles.items()):
         model = build_model(TINY, seed=i)
         cfg = TrainConfig(epochs=epochs, batch_size=n, lr=3e-3, warmup_epochs=2, seed=i)

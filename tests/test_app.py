@@ -8,6 +8,7 @@ runs on the bundled demo when assets/demo exists.
 """
 import io
 import json
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -17,10 +18,15 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from browser_driver import REPO, TINY, build_tiny_bundle
-from mimmia_core import report, views
+
+if str(REPO) not in sys.path:  # app_pages, as `streamlit run app.py` finds it (next to app.py)
+    sys.path.insert(0, str(REPO))
+from app_pages import views  # noqa: E402
+from mimmia_core import report
 from mimmia_core.attacks import make_attack, run_attack, sweep
 from mimmia_core.data import ArraySource, load_image_bytes
 from mimmia_core.experiment import load_demo_experiment
+from mimmia_core.image_score import score_image
 from mimmia_core.metrics import OperatingPoints
 from mimmia_core.model import build_model
 from mimmia_core.scorer import Scorer
@@ -224,6 +230,9 @@ def test_uploads(core):
     source = ArraySource(image[None], ids=[views.image_id(image)], name="upload")
     paper = make_attack("paper").signal(exp.target, source, [], spec(), scorer, "mean")[0]
     calibrated = make_attack("calibrated").signal(exp.target, source, exp.references, spec(), scorer, "mean")[0]
+    for a, want in (("paper", paper), ("calibrated", calibrated)):  # the page goes through the core's checked path
+        result = run_attack(a, exp, spec(), scorer)
+        assert score_image(exp, result, image, views.image_id(image), scorer) == pytest.approx(want)
     assert metric(at, f"Reconstruction distance (mean over K = {K})") == f"{-paper:.4g}"
     assert metric(at, f"Calibrated score (mean over K = {K})") == f"{calibrated:.4g}"
 
