@@ -10,6 +10,12 @@ LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, x=0)
 PALETTE = ("#d81b60", "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#6d4c41")
 
 
+def _wrap(title: str, width: int = 40) -> str:
+    """A long axis title on two lines, broken before its parenthesis, so a narrow column does not cut it."""
+    head, sep, tail = title.rpartition(" (")
+    return f"{head}<br>({tail}" if sep and len(title) > width else title
+
+
 def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40, height: int = 380,
                 title: str | None = None) -> go.Figure:
     """Overlaid histograms, each group as its share of images per bin.
@@ -36,7 +42,9 @@ def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40
         fig.add_scatter(x=[x], y=[0], mode="markers", marker=dict(symbol="triangle-up", size=18, color=color,
                                                                  line=dict(color="black", width=1)),
                         name=f"{label} ({x:.4g})", cliponaxis=False)
-    fig.update_layout(barmode="overlay", height=height, bargap=0, xaxis_title=x_title, legend=LEGEND_BELOW,
+    wrapped = _wrap(x_title)
+    legend = {**LEGEND_BELOW, "y": LEGEND_BELOW["y"] - 0.12} if wrapped != x_title else LEGEND_BELOW
+    fig.update_layout(barmode="overlay", height=height, bargap=0, xaxis_title=wrapped, legend=legend,
                       yaxis=dict(title="share of the group", tickformat=".0%", range=[0, top]),
                       **({"title": dict(text=title, x=0, xanchor="left")} if title else {}), **LAYOUT)
     return fig

@@ -88,7 +88,7 @@ for name, rec in recs.items():
     for col, (title, img) in zip(cols, reconstruction_panels(rec, 0).items()):
         col.image(img, caption=title, width="stretch")
     cols[4].plotly_chart(charts.heatmap_figure(patch_grid(rec.patch_error[0], rec.mask[0]),
-                                               "error per masked patch", zmax=zmax),
+                                               "error per patch", zmax=zmax),
                          width="stretch", key=f"recon_heat_{name}")
 if exp.shadow is None:
     st.info("This experiment has no shadow model.")

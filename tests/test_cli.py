@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,20 @@ def test_module_entry_point():
     root = Path(__file__).resolve().parent.parent
     r = subprocess.run([sys.executable, "-m", "mimmia_core", "--help"], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0 and "attack" in r.stdout and "build-demo" in r.stdout
+
+
+def test_attack_on_a_bundle_folder(tiny, tmp_path, capsys):
+    """--bundle DIR opens a folder laid out like assets/demo, as MIMMIA_EXPERIMENT=DIR does in the dashboard."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny["target"].parent, bundle / "models")
+    shutil.copy(tiny["data"], bundle / "fashion_mnist_subset.npz")
+    shutil.copy(tiny["manifest"], bundle / "manifest.json")
+    out = tmp_path / "run"
+    assert main(["attack", "--bundle", str(bundle), "--attacks", "paper", "--num-masks", "2", "--out", str(out),
+                 "--device", "cpu", "--no-cache"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["inputs"]["bundle"] == str(bundle) and len(report["experiment"]["references"]) == 2
+    assert main(["attack", "--bundle", str(bundle), "--demo", "--out", str(out)]) == 2
+    assert "--demo" in capsys.readouterr().err
+    assert main(["attack", "--bundle", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err

@@ -9,7 +9,13 @@ from helpers import TINY, write_tiny_experiment
 from mimmia_core.checkpoint import DECODER_PREFIXES, LoadedModel, save_checkpoint
 from mimmia_core.data import ArraySource
 from mimmia_core.experiment import load_demo_experiment, load_experiment
-from mimmia_core.manifest import SplitManifest
+from mimmia_core.attacks import ATTACKS, run_attack, sweep
+from mimmia_core.cache import ScoreCache
+from mimmia_core.image_score import score_image
+from mimmia_core.manifest import CANDIDATE_SETS, SplitManifest
+from mimmia_core.plan import missing_scores
+from mimmia_core.scorer import Scorer
+from mimmia_core.scores import ScoreSpec
 from mimmia_core.config import MAEConfig
 from mimmia_core.model import build_model
 
@@ -92,3 +98,28 @@ def test_assumed_settings_become_notes_and_report_fields(tiny, tmp_path):
         f"timm's ViT) use LayerNorm eps 1e-06)"]
     assert exp.describe()["target"]["settings_assumed"] == {
         "layer_norm_eps": "MAE's own code (and timm's ViT) use LayerNorm eps 1e-06"}
+
+
+def test_the_core_decides_what_the_app_and_cli_show(tiny, tmp_path):
+    """fingerprint, available attacks, the scores a sweep still needs, and an upload's score."""
+    exp = load_experiment(tiny["target"], tiny["shadow"], tiny["refs"], manifest=tiny["manifest"], device="cpu")
+    again = load_experiment(tiny["target"], tiny["shadow"], tiny["refs"], manifest=tiny["manifest"], device="cpu")
+    fewer = load_experiment(tiny["target"], tiny["shadow"], tiny["refs"][:1], manifest=tiny["manifest"], device="cpu")
+    assert exp.fingerprint() == again.fingerprint() != fewer.fingerprint()
+    assert list(exp.sources()) == list(CANDIDATE_SETS) and list(exp.models())[2:] == ["reference_0", "reference_1"]
+    assert exp.available_attacks() == list(ATTACKS)
+    assert fewer.available_attacks() == ["paper", "calibrated", "encodermi", "unmasked"]
+    assert exp.available_attacks(varying_mask_ratio=True) == ["paper", "calibrated", "lira"]
+
+    scorer, spec = Scorer(cache=ScoreCache(tmp_path / "cache")), ScoreSpec(0.5, 2, 0, "masked_mse")
+    todo = missing_scores(exp, scorer, [0.25, 0.5], ["paper", "calibrated"], spec)
+    assert len(todo) == 2 * (4 + 2 * 4) and todo.image_masks == 2 * 2 * (4 * 6 + 2 * 4 * 6)
+    sweep(exp, [0.25], ["paper", "calibrated"], spec, scorer)
+    assert len(missing_scores(exp, scorer, [0.25, 0.5], ["paper", "calibrated"], spec)) == 12
+    assert not missing_scores(exp, scorer, [0.25], ["paper", "lira"], spec)
+
+    result = run_attack("calibrated", exp, spec, scorer)
+    image = exp.members.images(np.arange(1))[0]
+    assert score_image(exp, result, image, int(exp.members.ids[0]), scorer) == pytest.approx(result.member_scores[0])
+    with pytest.raises(ValueError, match="8x8|size"):
+        score_image(exp, result, np.zeros((9, 9, 1), np.uint8), 1, scorer)

@@ -6,7 +6,8 @@ import pytest
 
 from mimmia_core import atomic as mio
 from mimmia_core.data import ArraySource
-from mimmia_core.manifest import SplitManifest, make_split
+from mimmia_core.manifest import (CANDIDATE_SETS, MODEL_ROLES, SplitManifest, make_split, reference_folder,
+                                  reference_index, reference_set, set_label, set_name, training_set)
 
 
 def source(n=100, seed=0):
@@ -200,3 +201,15 @@ def test_make_split_checks_the_seed():
     for seed in (-1, 1.5, "3"):
         with pytest.raises(ValueError, match=re.escape(f"manifest: seed must be a whole number >= 0, got {seed!r}")):
             make_split(source(), "x", 5, 5, seed=seed)
+
+
+def test_one_role_vocabulary():
+    assert MODEL_ROLES == ("target", "shadow", "reference")
+    assert CANDIDATE_SETS == ("target_members", "target_nonmembers", "shadow_members", "shadow_nonmembers")
+    assert [set_label(s) for s in CANDIDATE_SETS] == [1, 0, 1, 0] and set_name("shadow", "members") == "shadow_members"
+    assert [training_set(r) for r in ("target", "shadow", "reference_2", "shadow_nonmembers")] == \
+        ["target_members", "shadow_members", "reference_2", "shadow_nonmembers"]
+    assert reference_set(3) == "reference_3" and reference_folder(3) == "ref-3" and reference_index("ref-3") == 3
+    assert reference_index("shadow") is None
+    with pytest.raises(ValueError, match="unknown role"):
+        training_set("ref-0")
