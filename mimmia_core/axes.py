@@ -6,6 +6,7 @@ reads "lower distance = member" as in the paper. The dashboard multiplies by `si
 a direction itself.
 """
 from .attacks import make_attack
+from .distances import distance_sign
 
 SCORE_NAMES = {"paper": "reconstruction distance", "calibrated": "calibrated score", "lira": "LiRA score",
                "encodermi": "view similarity", "unmasked": "unmasked reconstruction error"}
@@ -16,12 +17,13 @@ def score_axis(attack, spec) -> tuple[float, str]:
     itself (sign -1; PSNR in dB, sign +1), unmasked as its error (sign -1), the others as they are
     (sign +1, higher = member). `spec`: the ScoreSpec the scores were computed with (AttackResult.spec)."""
     attack = make_attack(attack)
-    if attack.name == "paper":
-        if spec.distance == "psnr":
-            return 1.0, "PSNR of the reconstruction, dB (higher = more member-like)"
-        return -1.0, f"reconstruction distance, {spec.distance} (lower = more member-like)"
-    if attack.name == "unmasked":
-        return -1.0, "reconstruction error over all patches (lower = more member-like)"
+    if attack.name in ("paper", "unmasked"):  # the signal is distance_sign * distance: undo it
+        sign = distance_sign(spec.distance)
+        direction = "higher" if sign > 0 else "lower"
+        what = "PSNR of the reconstruction, dB" if spec.distance == "psnr" else (
+            f"reconstruction distance, {spec.distance}" if attack.name == "paper"
+            else f"reconstruction error over all patches, {spec.distance}")
+        return sign, f"{what} ({direction} = more member-like)"
     return 1.0, f"{attack.label} score (higher = more member-like)"
 
 
