@@ -147,7 +147,7 @@ if d["settings_assumed"]:
 with right:
     st.subheader("Provenance")
     st.json(d["provenance"] or {"note": "the checkpoint records no provenance"}, expanded=2)
-    st.caption(f"Path: {d['path']}  \nWeights fingerprint: {d['fingerprint']}")
+    st.caption(f"Path: {d['path']}  \nFingerprint (weights and settings): {d['fingerprint']}")
     if "hub" in d["provenance"]:
         h = d["provenance"]["hub"]
         st.caption(f"{h['name']} resolved to {h['repo_id']} at commit {h['revision']}; the sha256 of every file "
