@@ -34,9 +34,12 @@ def warn_skipped(skipped: dict) -> None:
 
 
 def results(exp, exp_key: str, attacks, spec, aggregate) -> dict:
-    """cached.attack_results, the skipped ones shown as warnings; {attack: AttackResult}."""
+    """cached.attack_results, the skipped ones shown as warnings and what the core changed (e.g. a switch to
+    pixel space for models that normalise differently) as notes; {attack: AttackResult}."""
     ran, skipped = cached.attack_results(exp, exp_key, attacks, spec, aggregate)
     warn_skipped(skipped)
+    for note in dict.fromkeys(note for r in ran.values() for note in r.notes):
+        st.info(note, icon=":material/info:")
     return ran
 
 

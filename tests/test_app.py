@@ -295,6 +295,17 @@ def test_experiment_json_from_the_environment(bundle, monkeypatch, core):
     assert metric(at.get_by_key("headline_calibrated"), "AUC") == f"{auc:.3f}"
 
 
+def test_a_switch_to_pixel_space_is_shown(bundle, monkeypatch):
+    """A shadow that normalises otherwise than the target: the page says its scores moved to pixel space."""
+    (bundle / "mixed.json").write_text(json.dumps({
+        "name": "mixed", "target": "models/target", "manifest": "manifest.json", "data": "npz:fashion_mnist_subset.npz",
+        "shadow": {"path": "models/shadow", "config": {"mean": [0.3], "std": [0.2]}}}))
+    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(bundle / "mixed.json"))
+    at = start()
+    assert_clean(at, "experiment with mixed normalisation")
+    assert any("pixel_mse_raw" in box.value for box in at.info), [box.value for box in at.info]
+
+
 def test_models_page(bundle, tmp_path):
     at = goto(start(), "models")
     assert_clean(at, "models")
