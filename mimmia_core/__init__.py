@@ -33,7 +33,7 @@ from .reconstruction import Reconstruction, reconstruct
 from .scorer import Scorer
 from .scores import Scores, ScoreSpec, score_images
 from .train import TrainConfig, train_mae
+from .version import __version__
 
-__version__ = "0.1.0"
 
-__all__ = ['ATTACKS', 'AttackResult', 'make_attack', 'run_attack', 'sweep', 'CheckpointError', 'LoadedModel', 'load_model', 'save_checkpoint', 'ArraySource', 'ImageFolderSource', 'ImageSource', 'load_demo', 'load_fashion_mnist', 'load_image_bytes', 'load_npz', 'load_torchvision', 'open_source', 'Experiment', 'load_demo_experiment', 'load_experiment', 'attach_decoder', 'describe_checkpoint', 'load_hf_vitmae', 'load_official_mae', 'SplitManifest', 'make_split', 'evaluate', 'roc', 'tpr_at_fpr', 'MAEConfig', 'MaskedAutoencoderViT', 'PRESETS', 'Reconstruction', 'build_model', 'get_config', 'mask_noise', 'num_masked', 'reconstruct', 'Scorer', 'Scores', 'ScoreSpec', 'score_images', 'TrainConfig', 'train_mae']
+__all__ = ['__version__', 'ATTACKS', 'AttackResult', 'make_attack', 'run_attack', 'sweep', 'CheckpointError', 'LoadedModel', 'load_model', 'save_checkpoint', 'ArraySource', 'ImageFolderSource', 'ImageSource', 'load_demo', 'load_fashion_mnist', 'load_image_bytes', 'load_npz', 'load_torchvision', 'open_source', 'Experiment', 'load_demo_experiment', 'load_experiment', 'attach_decoder', 'describe_checkpoint', 'load_hf_vitmae', 'load_official_mae', 'SplitManifest', 'make_split', 'evaluate', 'roc', 'tpr_at_fpr', 'MAEConfig', 'MaskedAutoencoderViT', 'PRESETS', 'Reconstruction', 'build_model', 'get_config', 'mask_noise', 'num_masked', 'reconstruct', 'Scorer', 'Scores', 'ScoreSpec', 'score_images', 'TrainConfig', 'train_mae']

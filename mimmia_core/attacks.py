@@ -11,6 +11,7 @@ import numpy as np
 
 from .metrics import DEFAULT_FPRS, best_accuracy_threshold, evaluate, threshold_at_fpr
 from .masking import smallest_mask_ratio
+from .data import check_images_fit as fit_images
 from .distances import AGGREGATES, TARGET_SPACE_DISTANCES, aggregate_masks
 from .scores import refuse_non_finite
 
@@ -207,8 +208,7 @@ class AttackResult:
 
 def check_images_fit(loaded, source) -> None:
     """Refuse a source whose images do not have the model's input size, saying how to fix it."""
-    from .data import check_images_fit as fit
-    fit(source, loaded.config.img_size, loaded.config.in_chans, str(loaded.path))
+    fit_images(source, loaded.config.img_size, loaded.config.in_chans, str(loaded.path))
 
 
 def _checked_signals(attack: Attack, loaded, members, nonmembers, references, spec, scorer, aggregate):

@@ -12,19 +12,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import sklearn
+import timm
+import torch
 
 from .atomic import save_outputs
+from .version import __version__
 from .manifest import CANDIDATE_SETS, set_label
 
 ROLES = tuple((name, set_label(name)) for name in CANDIDATE_SETS)  # (image set, label): target_members 1, ...
 
 
 def versions() -> dict:
-    import sklearn
-    import timm
-    import torch
-
-    from . import __version__
     return dict(mimmia=__version__, torch=torch.__version__, timm=timm.__version__, numpy=np.__version__,
                 scikit_learn=sklearn.__version__, python=platform.python_version())
 

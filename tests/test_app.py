@@ -316,7 +316,7 @@ def test_models_page(bundle, tmp_path):
     assert not at.exception and "no such file" in at.error[0].value
     (tmp_path / "broken.pth").write_bytes(b"\x00garbage" * 10)
     at.text_input(key="models_path").input(str(tmp_path / "broken.pth")).run()
-    assert not at.exception and at.error
+    assert not at.exception and "not a readable PyTorch checkpoint" in at.error[0].value
     at.text_input(key="models_path").input(str(bundle / "models" / "ref-1")).run()
     assert_clean(at, "models by path")
     assert metric(at, "Target space") == "pixels"
@@ -324,7 +324,9 @@ def test_models_page(bundle, tmp_path):
     at.radio(key="models_source").set_value("upload").run()
     at.file_uploader(key="models_upload").set_value(("weights.pth", b"PK\x03\x04 not a checkpoint",
                                                       "application/octet-stream")).run()
-    assert not at.exception and at.error
+    text = at.error[0].value
+    assert not at.exception and "weights.pth" in text and "not a readable PyTorch checkpoint" in text
+    assert "/tmp" not in text  # the upload's name, never its temporary path
 
 
 def official_pth(config, encoder_only: bool = False) -> bytes:
