@@ -1,2 +1,2 @@
-"""mimmia's version, in one place (pyproject.toml repeats it for packaging)."""
+"""mimmia's version, in one place (pyproject.toml reads it from here)."""
 __version__ = "0.1.0"
