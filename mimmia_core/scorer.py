@@ -5,7 +5,8 @@ SCORING_VERSION). The memo's lock covers the memo only: a scoring pass runs
 outside any lock, so one caller's pass never blocks another's cached reads (two
 callers that miss the same key at once may both compute it; they get the same
 values). Progress is per call: `scores(..., progress=...)`, else the Scorer's
-default.
+default. A request for K masks is served from a cached entry with more masks
+(up to PREFIX_MASKS), since masks are seeded per (seed, image id, mask index).
 """
 import copy
 import threading
@@ -23,6 +24,9 @@ from .encodermi import embedding_similarity
 from .memo import LRUMemo
 from .runtime import resolve_precision
 from .scores import Scores, ScoreSpec, score_distances
+
+
+PREFIX_MASKS = 32  # a K-mask request is served by a cached entry of up to this many masks: masks are a prefix
 
 
 class Scorer:
@@ -63,7 +67,7 @@ class Scorer:
         model = loaded.require_decoder()
         requests = {d: self._request(model, source, kind="scores", spec=asdict(replace(spec, distance=d)))
                     for d in DISTANCES}
-        arrays = self._lookup(requests[spec.distance], _scores_fit(source, spec))
+        arrays = self._cached_prefix(model, source, spec)
         if arrays is None:
             ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
                                        device=self.device, progress=self._progress(progress),
@@ -90,11 +94,18 @@ class Scorer:
 
     def is_cached(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec) -> bool:
         """Whether scores(loaded, source, spec) would be served without scoring (the entry is read and checked)."""
-        request = self._request(loaded.model, source, kind="scores", spec=asdict(spec))
-        if ScoreCache.key(request) in self._memo:
-            return True
-        arrays = self.cache.get(request) if self.cache is not None else None
-        return arrays is not None and _scores_fit(source, spec)(arrays)
+        return self._cached_prefix(loaded.model, source, spec) is not None
+
+    def _cached_prefix(self, model, source: ImageSource, spec: ScoreSpec) -> dict | None:
+        """The memoised or cached entry for spec, or the first K masks of one with more masks (mask k is a
+        function of (seed, image id, k) only, so the first K of K' > K masks are the K-mask scores)."""
+        for k in range(spec.num_masks, max(PREFIX_MASKS, spec.num_masks) + 1):
+            wider = replace(spec, num_masks=k)
+            arrays = self._lookup(self._request(model, source, kind="scores", spec=asdict(wider)),
+                                  _scores_fit(source, wider))
+            if arrays is not None:
+                return {"ids": arrays["ids"], "per_mask": arrays["per_mask"][:spec.num_masks]}
+        return None
 
     def fingerprint(self, model: torch.nn.Module, skip=()) -> str:
         """model_fingerprint (weights and config; `skip`: weights not in the checkpoint); the weights'
@@ -153,4 +164,4 @@ def _scores_fit(source: ImageSource, spec: ScoreSpec):
     return fits
 
 
-__all__ = ["Scorer"]
+__all__ = ["Scorer", "PREFIX_MASKS"]

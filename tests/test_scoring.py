@@ -443,3 +443,18 @@ def test_a_scoring_pass_does_not_block_cached_reads(monkeypatch):
         release.set()
         worker.join(10)
     assert scorer.is_cached(loaded(model), slow, spec)
+
+
+def test_fewer_masks_are_served_from_a_wider_cached_entry(tmp_path):
+    """Mask k depends on (seed, image id, k) only: K = 2 is the first two rows of a cached K = 5."""
+    model, source = tiny_model(), tiny_source(4)
+    passes = []
+    Scorer(cache=ScoreCache(tmp_path)).scores(loaded(model), source, ScoreSpec(num_masks=5, seed=3))
+    fresh = Scorer(cache=ScoreCache(tmp_path), progress=lambda done, total: passes.append(done))
+    narrow = ScoreSpec(num_masks=2, seed=3, distance="psnr")
+    assert fresh.is_cached(loaded(model), source, narrow)
+    got = fresh.scores(loaded(model), source, narrow)
+    assert passes == [] and got.per_mask.shape == (2, 4) and got.spec == narrow
+    np.testing.assert_allclose(got.per_mask, score_images(model, source, narrow).per_mask, rtol=1e-6)
+    assert not fresh.is_cached(loaded(model), source, ScoreSpec(num_masks=6, seed=3))
+    assert not fresh.is_cached(loaded(model), source, ScoreSpec(num_masks=2, seed=4))
