@@ -67,15 +67,18 @@ else:
             c[0].metric("AUC", f"{m['auc']:.3f}")
             for cell, fpr in ((c[1], 0.01), (c[2], 0.001)):
                 t = m["tpr_at"][fpr]
-                cell.metric(f"TPR at {fpr:.1%} FPR".replace(".0%", "%"), f"{t['tpr']:.3f}",
-                            delta=None if t["measurable"] else "not measurable", delta_color="off",
-                            delta_arrow="off",
-                            help=f"95% Clopper-Pearson interval [{t['lo']:.3f}, {t['hi']:.3f}]. "
-                                 + ("" if t["measurable"] else f"{fpr:g} is below the smallest measurable FPR "
-                                                               f"1/{len(exp.nonmembers)}: zero false positives."))
-            acc = m["confusion"]["accuracy"] if "confusion" in m else None
-            c[3].metric("Accuracy", "n/a" if acc is None else f"{acc:.3f}",
-                        help="At the threshold the adversary learned on its shadow model, applied to the target.")
+                cell.metric(f"TPR at {fpr:.1%} FPR".replace(".0%", "%"), f"{t['tpr']:.3f}" if t["measurable"] else "—",
+                            help=f"95% Clopper-Pearson interval [{t['lo']:.3f}, {t['hi']:.3f}]." if t["measurable"]
+                            else f"Not measurable: {fpr:g} is below the smallest measurable FPR "
+                                 f"1/{len(exp.nonmembers)} with {len(exp.nonmembers)} non-members.")
+            confusion = m.get("confusion")
+            c[3].metric("Balanced accuracy", "n/a" if confusion is None else f"{confusion['balanced_accuracy']:.3f}",
+                        help="At the threshold the adversary learned on its shadow model, applied to the target; "
+                             "0.5 is chance.")
+            if confusion is not None:
+                st.caption(f"Plain accuracy {confusion['accuracy']:.3f}; calling every image a non-member already "
+                           f"scores {confusion['trivial_accuracy']:.3f} with {len(exp.members)} members and "
+                           f"{len(exp.nonmembers)} non-members, so read balanced accuracy and the TPR at low FPR.")
     if "calibrated" not in exp.available_attacks():
         st.info("This experiment has no reference models, so only the paper's raw attack runs.")
     st.caption(f"Smallest measurable FPR with {len(exp.nonmembers)} non-members: "

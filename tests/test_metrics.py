@@ -85,6 +85,7 @@ def test_evaluate_collects_everything():
     assert out["n_members"] == 5 and out["min_measurable_fpr"] == pytest.approx(0.2)
     assert out["tpr_at"][0.2]["tpr"] == pytest.approx(0.8)
     assert out["confusion"]["tp"] == 4 and out["threshold"] == 3
+    assert out["confusion"]["trivial_accuracy"] == 0.5  # 5 members, 5 non-members
     # by hand, over the 25 pairs: member 5 beats all 5; each 4 beats 4 and ties 1 (4.5, twice); 3 beats 4;
     # 1 beats 0 and ties 1 (1.5): (5 + 9 + 4 + 1.5) / 25
     assert out["auc"] == pytest.approx(19.5 / 25)
