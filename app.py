@@ -5,12 +5,14 @@ the Overview page, or before starting with MIMMIA_EXPERIMENT=<bundle folder |
 experiment.json>. Pages live in app_pages/ (not pages/: a pages/ folder would
 switch streamlit to its older file-based navigation).
 """
+from pathlib import Path
+
 import streamlit as st
 
 from app_pages import state
 
-st.set_page_config(page_title="mimmia: membership inference against MAE", page_icon=":material/visibility:",
-                   layout="wide")
+FAVICON = Path(__file__).parent / "app_pages" / "favicon.png"  # served locally: no request leaves the machine
+st.set_page_config(page_title="mimmia: membership inference against MAE", page_icon=str(FAVICON), layout="wide")
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,10 @@ def test_every_page_in_a_browser(server, shots):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport=VIEWPORT)
+            local = urllib.parse.urlsplit(url).netloc
+            external = []  # the app makes no external request (no CDN, no favicon from the internet)
+            page.on("request", lambda r: None if urllib.parse.urlsplit(r.url).netloc in (local, "")
+                    else external.append(r.url))
             for name, path in PAGES.items():
                 page.goto(f"{url}/{path}")
                 _settle(page)
@@ -174,5 +179,6 @@ def test_every_page_in_a_browser(server, shots):
             assert "not an image" in page.locator('[data-testid="stAlertContentError"]').first.inner_text()
             _no_exception(page, "reconstruction after a bad upload")
             _screenshot(page, shots / "reconstruction_bad_upload.png")
+            assert not external, f"the app requested other hosts: {sorted(set(external))[:5]}"
         finally:
             browser.close()
