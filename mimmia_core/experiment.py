@@ -14,7 +14,7 @@ from .assets import DEMO_DIR
 from .attacks import ATTACKS
 from .checkpoint import LoadedModel, load_model, model_fingerprint
 from .data import DEMO_DATA, ImageSource, load_demo, load_npz, open_source
-from .checkpoint import attach_decoder, describe_checkpoint
+from .checkpoint import assumed_settings, attach_decoder, describe_checkpoint
 from .manifest import (CANDIDATE_SETS, REFERENCE_FOLDER_PREFIX, SplitManifest, reference_folder, reference_index,
                        reference_set)
 from .train import default_device
@@ -119,7 +119,7 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
             notes.append(f"reference set(s) {seen} overlap the shadow's images: thresholds of calibrated attacks, "
                          f"learned on the shadow, are biased")
     for role, m in [("target", target), ("shadow", shadow)] + [(f"reference {i}", r) for i, r in enumerate(references)]:
-        assumed = describe_checkpoint(m)["settings_assumed"] if m is not None else {}
+        assumed = assumed_settings(m.provenance) if m is not None else {}
         if assumed:
             notes.append(f"{role} {m.path}: assumed, not read from the file: "
                          + "; ".join(f"{k} ({why})" for k, why in assumed.items()))

@@ -65,10 +65,10 @@ class Scorer:
     def scores(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec, progress=None) -> Scores:
         """Every image's (K, N) distances under spec; progress(done, total) if a pass runs (default: the Scorer's)."""
         model = loaded.require_decoder()
-        requests = {d: self._request(model, source, kind="scores", spec=asdict(replace(spec, distance=d)))
-                    for d in DISTANCES}
-        arrays = self._cached_prefix(model, source, spec)
+        base = self._request(model, source, kind="scores")
+        arrays = self._cached_prefix(base, source, spec)
         if arrays is None:
+            requests = {d: {**base, "spec": asdict(replace(spec, distance=d))} for d in DISTANCES}
             ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
                                        device=self.device, progress=self._progress(progress),
                                        precision=self.precision, compile=self.compile, cuda_graphs=self.cuda_graphs)
@@ -94,15 +94,15 @@ class Scorer:
 
     def is_cached(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec) -> bool:
         """Whether scores(loaded, source, spec) would be served without scoring (the entry is read and checked)."""
-        return self._cached_prefix(loaded.model, source, spec) is not None
+        return self._cached_prefix(self._request(loaded.model, source, kind="scores"), source, spec) is not None
 
-    def _cached_prefix(self, model, source: ImageSource, spec: ScoreSpec) -> dict | None:
+    def _cached_prefix(self, base: dict, source: ImageSource, spec: ScoreSpec) -> dict | None:
         """The memoised or cached entry for spec, or the first K masks of one with more masks (mask k is a
-        function of (seed, image id, k) only, so the first K of K' > K masks are the K-mask scores)."""
+        function of (seed, image id, k) only, so the first K of K' > K masks are the K-mask scores).
+        base: the request without its spec (the model and source fingerprints, computed once)."""
         for k in range(spec.num_masks, max(PREFIX_MASKS, spec.num_masks) + 1):
             wider = replace(spec, num_masks=k)
-            arrays = self._lookup(self._request(model, source, kind="scores", spec=asdict(wider)),
-                                  _scores_fit(source, wider))
+            arrays = self._lookup({**base, "spec": asdict(wider)}, _scores_fit(source, wider))
             if arrays is not None:
                 return {"ids": arrays["ids"], "per_mask": arrays["per_mask"][:spec.num_masks]}
         return None

@@ -6,8 +6,7 @@ import pytest
 import torch
 from helpers import TINY, write_tiny_experiment
 
-from mimmia_core.checkpoint import DECODER_PREFIXES, LoadedModel, save_checkpoint
-from mimmia_core.data import ArraySource
+from mimmia_core.checkpoint import DECODER_PREFIXES, LoadedModel
 from mimmia_core.experiment import load_demo_experiment, load_experiment
 from mimmia_core.attacks import ATTACKS, run_attack, sweep
 from mimmia_core.cache import ScoreCache
@@ -16,7 +15,6 @@ from mimmia_core.manifest import CANDIDATE_SETS, SplitManifest
 from mimmia_core.plan import missing_scores
 from mimmia_core.scorer import Scorer
 from mimmia_core.scores import ScoreSpec
-from mimmia_core.config import MAEConfig
 from mimmia_core.model import build_model
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SCORING as TINY, tiny_model, tiny_source
+from helpers import tiny_model, tiny_source
 
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import CheckpointError, LoadedModel
 from mimmia_core.data import ArraySource
-from mimmia_core.config import MAEConfig
 from mimmia_core.masking import mask_noise
 from mimmia_core.model import build_model
 from mimmia_core.reconstruction import reconstruct

@@ -18,7 +18,7 @@ from .attach import attach_decoder
 from .base import (DECODER_PREFIXES, CheckpointError, LoadedModel, MissingSettingsError, config_fingerprint,
                    decoder_keys, model_fingerprint, model_from_weights, read_json, torch_load_checked,
                    weights_fingerprint)
-from .describe import describe_checkpoint
+from .describe import assumed_settings, describe_checkpoint
 from .hf import hf_to_official, load_hf_vitmae
 from .official import infer_official_config, load_official_mae, load_timm_dir, official_settings, timm_num_heads
 from .own import META_FILE, WEIGHTS_FILE, load_own_checkpoint, save_checkpoint
@@ -70,6 +70,6 @@ def load_model(path, device="cpu", config=None) -> LoadedModel:
 
 __all__ = ["load_model", "LoadedModel", "CheckpointError", "MissingSettingsError", "save_checkpoint",
            "load_own_checkpoint", "load_official_mae", "load_hf_vitmae", "load_timm_dir", "attach_decoder",
-           "describe_checkpoint", "infer_official_config", "official_settings", "hf_to_official", "timm_num_heads",
+           "describe_checkpoint", "assumed_settings", "infer_official_config", "official_settings", "hf_to_official", "timm_num_heads",
            "weights_fingerprint", "config_fingerprint", "model_fingerprint", "model_from_weights", "decoder_keys",
            "torch_load_checked", "DECODER_PREFIXES", "META_FILE", "WEIGHTS_FILE"]

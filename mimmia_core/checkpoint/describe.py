@@ -1,7 +1,7 @@
 """A JSON-ready description of a loaded checkpoint, for `inspect`, the Models page and reports."""
 from .base import LoadedModel, decoder_keys
 
-def _assumed(provenance: dict) -> dict:
+def assumed_settings(provenance: dict) -> dict:
     """Every setting assumed rather than read, also those of an attached model's encoder."""
     encoder = provenance.get("encoder", {}).get("settings_assumed", {}) if provenance.get("format") == "attached" \
         else {}
@@ -28,7 +28,7 @@ def describe_checkpoint(loaded: LoadedModel) -> dict:
         "has_decoder": loaded.has_decoder,
         "missing_decoder_keys": list(loaded.missing_decoder_keys),
         "parameters": counts,
-        "settings_assumed": _assumed(loaded.provenance),
+        "settings_assumed": assumed_settings(loaded.provenance),
         "provenance": loaded.provenance,
         "fingerprint": loaded.fingerprint,
     }
