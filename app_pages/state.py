@@ -82,10 +82,9 @@ def error_text(e: BaseException) -> str:
     """A failure in the dashboard's words: missing settings point at its own controls."""
     if isinstance(e, MissingSettingsError):
         reasons = "; ".join(f"{name}: {why}" for name, why in e.missing.items())
-        example = "&".join(f"{name}=..." for name in e.missing)
         return (f"{e.shown}: cannot tell {', '.join(e.missing)} from the file ({reasons}). mimmia does "
                 f"not guess settings that change the scores. Give them under **Architecture hints** on the Models "
-                f"page, or add them to the checkpoint path in the experiment form: {e.shown}?{example}")
+                f"page, or add them to the checkpoint path in the experiment form: {e.shown}?{e.query}")
     text = str(e).strip() or type(e).__name__
     if isinstance(e, (ValueError, OSError, KeyError)):
         return text

@@ -381,8 +381,7 @@ def _flag_given(args, path: str) -> str | None:
 def _error_text(args, e: BaseException) -> str:
     text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     if isinstance(e, MissingSettingsError) and (flag := _flag_given(args, e.path)):
-        example = "&".join(f"{f}=..." for f in e.missing)
-        text += f". In this command: {flag} '{Path(e.path).as_posix()}?{example}'"
+        text += f". In this command: {flag} '{Path(e.path).as_posix()}?{e.query}'"
     return text
 
 

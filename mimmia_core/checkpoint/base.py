@@ -41,6 +41,11 @@ class MissingSettingsError(CheckpointError):
         super().__init__(f"{path}: cannot tell {', '.join(self.missing)} from the file ({reasons}). mimmia does "
                          f"not guess settings that change the scores: {settings_howto(self.shown, missing)}")
 
+    @property
+    def query(self) -> str:
+        """The settings to add after '?', to be filled in: 'num_heads=...&mean=...'."""
+        return "&".join(f"{name}=..." for name in self.missing)
+
 
 @dataclass
 class LoadedModel:
