@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mimmia_core.checkpoint import load_model, save_checkpoint
-from mimmia_core.cli import main
+from mimmia_core.cli import main, training
 from mimmia_core.metrics import best_accuracy_threshold, evaluate
 from mimmia_core.model import build_model
 from mimmia_core.scores import ScoreSpec, score_images
@@ -147,9 +147,8 @@ def test_train_a_manifest_role(tiny, tmp_path):
 
 
 def test_build_demo_is_wired(monkeypatch, tmp_path):
-    import mimmia_core.cli as cli
     calls = []
-    monkeypatch.setattr(cli, "build_demo", lambda out, recipe, **kw: calls.append((out, recipe, kw)) or Path(out))
+    monkeypatch.setattr(training, "build_demo", lambda out, recipe, **kw: calls.append((out, recipe, kw)) or Path(out))
     assert main(["build-demo", "--out", str(tmp_path), "--device", "cpu", "--epochs", "3", "--jobs", "2"]) == 0
     (out, recipe, kw), = calls
     assert out == str(tmp_path) and recipe.epochs == 3 and kw["jobs"] == 2 and kw["device"] == torch.device("cpu")
