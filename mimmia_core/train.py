@@ -81,9 +81,11 @@ def _distributed() -> tuple[int, int]:
 
 
 def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig, out_dir=None,
-              resume: bool = False, provenance: dict | None = None, progress: bool = True,
+              resume: bool = False, provenance: dict | None = None, progress=True,
               device: torch.device | str | None = None) -> list[float]:
     """Pre-train `model` on every image of `source`; returns the mean loss of each epoch run.
+    Only parameters that require grad are trained. `progress`: True for a tqdm bar, or a
+    callable(epochs_done, epochs), called after each epoch (a dashboard's bar).
 
     With `out_dir`, the final model is saved there (mimmia format), epochs in
     `save_epochs` under out_dir/epochs/, and a resumable state after each epoch.
@@ -108,11 +110,13 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
         start_epoch, losses = _resume(out_dir / STATE_FILE, model, optimizer, recipe)
     steps_per_epoch = len(source) // total_batch  # drop the last partial batch, as MAE does
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
+               disable=progress is not True or rank != 0, unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
         losses.append(_train_epoch(net, model, optimizer, source, cfg, base_lr, epoch, (rank, world), bar))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the lr")
+        if callable(progress):
+            progress(epoch + 1, cfg.epochs)
         if out_dir and rank == 0:
             if epoch + 1 in cfg.save_epochs:
                 save_checkpoint(model, out_dir / "epochs" / f"epoch-{epoch + 1:04d}",
