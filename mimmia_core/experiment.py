@@ -129,6 +129,9 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
             raise ValueError("decoder_from='shadow' needs a shadow model")
         notes.append(f"the target {target.path} is encoder-only; its decoder comes from {donor.path}")
         target = attach_decoder(target, donor)
+    elif not target.has_decoder:
+        notes.append(f"the target {target.path} is encoder-only, so attacks that reconstruct are left out; to "
+                     f"run them, {target.decoder_howto}")
     return Experiment(name or Path(target.path).name, target, shadow, references,
                       sets["target_members"], sets["target_nonmembers"], sets["shadow_members"],
                       sets["shadow_nonmembers"], manifest, notes)

@@ -68,14 +68,21 @@ class LoadedModel:
     def fingerprint(self) -> str:
         return model_fingerprint(self.model, skip=set(self.missing_decoder_keys))
 
+    @property
+    def decoder_howto(self) -> str:
+        """How to give an encoder-only model a decoder, in the CLI's terms."""
+        return (f"fit a decoder to this encoder on your own images (`mimmia fit-decoder --encoder {self.path} "
+                f"--data YOUR_IMAGES --out DIR`, then use DIR as the model), use a checkpoint that carries the "
+                f"decoder (official 'visualize' or '_full' releases), or attach another model's decoder "
+                f"(--decoder-from shadow, attach_decoder())")
+
     def require_decoder(self) -> MaskedAutoencoderViT:
         if not self.has_decoder:
             shown = ", ".join(self.missing_decoder_keys[:4])
             raise CheckpointError(
                 f"{self.path} is encoder-only: reconstruction needs the MAE decoder, and these weights are "
-                f"missing: {shown}{', ...' if len(self.missing_decoder_keys) > 4 else ''}. Use a checkpoint "
-                f"that carries the decoder (official 'visualize' or '_full' releases), or attach another "
-                f"model's decoder with attach_decoder().")
+                f"missing: {shown}{', ...' if len(self.missing_decoder_keys) > 4 else ''}. To attack it, "
+                f"{self.decoder_howto}.")
         return self.model
 
 

@@ -6,6 +6,7 @@
   inspect     describe a checkpoint (any supported format)
   train       pre-train an MAE (target, shadow or reference) on a source or a manifest role
   build-demo  rebuild the bundled demo (assets/demo)
+  fit-decoder fit a fresh decoder to a frozen encoder-only target on the adversary's data
 
 Each module registers its commands; this one parses, dispatches, and turns a bad input into one line and exit 2.
 """
@@ -17,10 +18,10 @@ from pathlib import Path
 
 from ..checkpoint import MissingSettingsError
 from ..paths import check_output_dir, check_output_file
-from . import audit, training
+from . import audit, decoder, training
 from .common import MODEL_FLAGS, ProgressBar
 
-COMMAND_MODULES = (audit, training)
+COMMAND_MODULES = (audit, training, decoder)
 
 
 def build_parser() -> argparse.ArgumentParser:
