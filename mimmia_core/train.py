@@ -17,8 +17,11 @@ from timm.optim import param_groups_weight_decay
 from tqdm import tqdm
 
 from .atomic import atomic_write_bytes, recover_dir
+from .augment import CROP_RATIO, CROP_SCALE, augment, check_augment
 from .checkpoint import CheckpointError, save_checkpoint, torch_load_checked
 from .data import ImageSource
+from .distributed import init_from_env
+from .dp import DPConfig, DPRun, dp_backward, make_private, plan_dp, poisson_batches, reseed_noise
 from .masking import check_mask_ratio, check_seed, check_visible
 from .model import MaskedAutoencoderViT
 
@@ -26,7 +29,8 @@ STATE_FILE = "train_state.pt"
 PROGRESS_EVERY = 10  # steps between progress-bar loss readings
 # what a resumed run must share with the run it continues (epochs, save_epochs and keep_state may change)
 RECIPE_FIELDS = ("batch_size", "lr", "blr", "min_lr", "warmup_epochs", "weight_decay", "betas", "mask_ratio",
-                 "clip_grad", "seed")
+                 "clip_grad", "seed", "augment", "dp")
+AUGMENT_STREAM, DP_NOISE_STREAM = 1 << 20, 1 << 21  # epoch streams beside 0 (shuffle) and 1 + rank (masks)
 
 
 @dataclass
@@ -45,9 +49,17 @@ class TrainConfig:
     save_epochs: tuple = ()         # also keep the model as it was after these epochs
     keep_state: bool = False        # keep train_state.pt after the last epoch (to extend training)
     compile: bool = False           # torch.compile the forward and backward (same losses within float tolerance)
+    augment: str = "none"           # "crop-flip": MAE's random resized crop (area 0.2-1) and horizontal flip
+    dp: DPConfig | None = None      # DP-SGD (mimmia_core.dp); a dict is read as DPConfig fields
 
     def __post_init__(self):
         check_mask_ratio(self.mask_ratio)
+        check_augment(self.augment)
+        if isinstance(self.dp, dict):
+            self.dp = DPConfig(**self.dp)
+        if self.dp is not None and (self.clip_grad or self.compile):
+            raise ValueError("DP-SGD clips each sample's gradient (--dp-clip) and runs uncompiled; "
+                             "drop --clip-grad and --compile")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
         check_seed(self.seed)
@@ -61,23 +73,20 @@ def lr_at(cfg: TrainConfig, base_lr: float, epoch: float) -> float:
     return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return int(np.random.SeedSequence((seed, epoch, stream)).generate_state(1)[0])
+
+
 def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """The random stream of one epoch: stream 0 shuffles the data (the same on every
-    rank), stream 1 + rank draws that rank's masks. Seeding per epoch lets a resumed
-    run draw exactly what an uninterrupted one would, on every rank."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence((seed, epoch, stream)).generate_state(1)[0]))
+    rank), stream 1 + rank draws that rank's masks, AUGMENT_STREAM + rank its crops and
+    flips. Seeding per epoch lets a resumed run draw exactly what an uninterrupted one
+    would, on every rank."""
+    return torch.Generator().manual_seed(_epoch_seed(seed, epoch, stream))
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _distributed() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig, out_dir=None,
@@ -94,10 +103,9 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     rank, world, device, net = _place(model, cfg, device)
     total_batch = cfg.batch_size * world
     base_lr = cfg.lr if cfg.lr is not None else cfg.blr * total_batch / 256
-    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas,
-                                  fused=True)
+    optimizer, dp_run = _optimizer(model, cfg, base_lr, len(source), world)
     recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items() if k in RECIPE_FIELDS}
-    recipe["world_size"] = world
+    recipe.update(world_size=world, **({"dp_noise_multiplier": dp_run.noise_multiplier} if dp_run else {}))
     start_epoch, losses = 0, []
     if len(source) < total_batch:  # before anything is written
         raise ValueError(f"{source.name} has {len(source)} images, fewer than one batch of {total_batch}; "
@@ -112,7 +120,7 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=progress is not True or rank != 0, unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
-        losses.append(_train_epoch(net, model, optimizer, source, cfg, base_lr, epoch, (rank, world), bar))
+        losses.append(_train_epoch(net, model, optimizer, source, cfg, base_lr, epoch, (rank, world), bar, dp_run))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"the loss became {losses[-1]} in epoch {epoch + 1}; lower the lr")
         if callable(progress):
@@ -120,7 +128,7 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
         if out_dir and rank == 0:
             if epoch + 1 in cfg.save_epochs:
                 save_checkpoint(model, out_dir / "epochs" / f"epoch-{epoch + 1:04d}",
-                                _provenance(cfg, source, epoch + 1, world, provenance))
+                                _provenance(cfg, source, epoch + 1, world, provenance, dp_run))
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                      "losses": losses, "recipe": recipe}
             buf = io.BytesIO()
@@ -129,7 +137,7 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     bar.close()
     model.eval()
     if out_dir and rank == 0:
-        save_checkpoint(model, out_dir, _provenance(cfg, source, cfg.epochs, world, provenance))
+        save_checkpoint(model, out_dir, _provenance(cfg, source, cfg.epochs, world, provenance, dp_run))
         if not cfg.keep_state:
             (out_dir / STATE_FILE).unlink(missing_ok=True)
     return losses
@@ -137,7 +145,7 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
 
 def _place(model: MaskedAutoencoderViT, cfg: TrainConfig, device):
     """(rank, world size, device, the network to call): the model moved there, in DDP and compiled as asked."""
-    rank, world = _distributed()
+    rank, world = init_from_env()
     if torch.cuda.is_available() and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
@@ -147,40 +155,77 @@ def _place(model: MaskedAutoencoderViT, cfg: TrainConfig, device):
     return rank, world, device, torch.compile(net) if cfg.compile else net
 
 
-def _train_epoch(net, model, optimizer, source: ImageSource, cfg: TrainConfig, base_lr: float, epoch: int,
-                 placement: tuple, bar) -> float:
-    """One epoch of steps on this rank; the mean loss over the steps (averaged over the ranks)."""
+def _optimizer(model: MaskedAutoencoderViT, cfg: TrainConfig, base_lr: float, num_images: int, world: int):
+    """(AdamW, None), or for DP-SGD (Opacus's DPOptimizer around it, the resolved DPRun)."""
+    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=base_lr, betas=cfg.betas,
+                                  fused=True)
+    if cfg.dp is None:
+        return optimizer, None
+    if world > 1:
+        raise ValueError("DP-SGD runs in one process (its Poisson batches and accountant are not distributed); "
+                         "launch without torchrun")
+    run = plan_dp(cfg.dp, num_images, cfg.batch_size, cfg.epochs)
+    return make_private(optimizer, run, cfg.batch_size), run
+
+
+def _batches(cfg: TrainConfig, num_images: int, epoch: int, placement: tuple, dp_run: DPRun | None) -> list:
+    """This rank's positions for each step of an epoch: a shuffle cut into batches (the last partial one
+    dropped, as MAE does), or for DP-SGD Poisson batches."""
     rank, world = placement
-    total_batch = cfg.batch_size * world
-    steps = len(source) // total_batch
-    device = model.pos_embed.device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
-        else torch.autocast("cpu", enabled=False)
-    perm = torch.randperm(len(source), generator=_epoch_generator(cfg.seed, epoch, 0))
-    noise_gen = _epoch_generator(cfg.seed, epoch, 1 + rank)
-    epoch_loss, t0 = torch.zeros((), device=device), time.perf_counter()
-    for step in range(steps):
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(cfg, base_lr, epoch + step / steps)
-        pos = perm[step * total_batch:(step + 1) * total_batch][rank::world].numpy()
-        imgs = model.normalize(torch.from_numpy(source.images(pos)))
-        noise = torch.rand(len(pos), model.config.num_patches, generator=noise_gen).to(imgs.device)
+    gen = _epoch_generator(cfg.seed, epoch, 0)
+    if dp_run is not None:
+        return poisson_batches(num_images, dp_run.sample_rate, dp_run.steps_per_epoch, gen)
+    total, perm = cfg.batch_size * world, torch.randperm(num_images, generator=gen)
+    return [perm[s * total:(s + 1) * total][rank::world].numpy() for s in range(num_images // total)]
+
+
+def _step(net, model, optimizer, imgs, noise, cfg: TrainConfig, dp_run: DPRun | None, autocast):
+    """One optimizer step on a batch; its mean loss (None for an empty DP-SGD batch, which still steps)."""
+    optimizer.zero_grad(set_to_none=True)
+    if dp_run is not None:
+        with autocast:
+            loss = dp_backward(model, imgs, cfg.mask_ratio, noise)  # per-sample gradients
+    else:
         with autocast:
             loss, _, _ = net(imgs, cfg.mask_ratio, noise)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        optimizer.step()
-        epoch_loss += loss.detach()
+    optimizer.step()
+    return loss
+
+
+def _train_epoch(net, model, optimizer, source: ImageSource, cfg: TrainConfig, base_lr: float, epoch: int,
+                 placement: tuple, bar, dp_run: DPRun | None = None) -> float:
+    """One epoch of steps on this rank; the mean loss over the steps (averaged over the ranks)."""
+    rank, world = placement
+    batches = _batches(cfg, len(source), epoch, placement, dp_run)
+    device = model.pos_embed.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    noise_gen = _epoch_generator(cfg.seed, epoch, 1 + rank)
+    augment_gen = _epoch_generator(cfg.seed, epoch, AUGMENT_STREAM + rank)
+    if dp_run is not None:
+        reseed_noise(optimizer, _epoch_seed(cfg.seed, epoch, DP_NOISE_STREAM), device)
+    epoch_loss, counted, seen, t0 = torch.zeros((), device=device), 0, 0, time.perf_counter()
+    for step, pos in enumerate(batches):
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(cfg, base_lr, epoch + step / len(batches))
+        imgs = augment(model.normalize(torch.from_numpy(source.images(pos))), cfg.augment, augment_gen)
+        noise = torch.rand(len(pos), model.config.num_patches, generator=noise_gen).to(imgs.device)
+        loss = _step(net, model, optimizer, imgs, noise, cfg, dp_run, autocast)
         bar.update(1)
+        seen += len(pos) * world
+        if loss is None:
+            continue
+        epoch_loss, counted = epoch_loss + loss.detach(), counted + 1
         if step % PROGRESS_EVERY == 0:  # reading the loss waits for the device: not every step
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}",
-                            img_s=f"{(step + 1) * total_batch / (time.perf_counter() - t0):.0f}", refresh=False)
+                            img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
     if world > 1:
         dist.all_reduce(epoch_loss)
         epoch_loss /= world
-    return epoch_loss.item() / steps
+    return epoch_loss.item() / counted if counted else math.nan
 
 
 def _resume(path: Path, model: MaskedAutoencoderViT, optimizer, recipe: dict) -> tuple[int, list]:
@@ -230,7 +275,21 @@ def _state_problem(state) -> str | None:
     return None
 
 
-def _provenance(cfg: TrainConfig, source: ImageSource, epochs: int, world: int, extra: dict | None) -> dict:
+def _defenses(cfg: TrainConfig, epochs: int, dp_run: DPRun | None) -> list[dict]:
+    """The defenses of a model trained with cfg for `epochs` epochs, each named, for reports and the dashboard."""
+    out = [dp_run.record(epochs)] if dp_run is not None else []
+    if cfg.augment != "none":
+        out.append({"name": "augmentation", "augment": cfg.augment, "crop_scale": list(CROP_SCALE),
+                    "crop_ratio": list(CROP_RATIO), "flip": True})
+    if cfg.weight_decay > 0:
+        out.append({"name": "weight-decay", "weight_decay": cfg.weight_decay})
+    if epochs < cfg.epochs:
+        out.append({"name": "early-stopping", "epochs": epochs, "schedule_epochs": cfg.epochs})
+    return out
+
+
+def _provenance(cfg: TrainConfig, source: ImageSource, epochs: int, world: int, extra: dict | None,
+                dp_run: DPRun | None = None) -> dict:
     return {
         "trained_by": "mimmia_core.train",
         "data": {"name": source.name, "fingerprint": source.fingerprint(), "num_images": len(source)},
@@ -239,6 +298,7 @@ def _provenance(cfg: TrainConfig, source: ImageSource, epochs: int, world: int, 
         "seed": cfg.seed,
         "world_size": world,
         "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "defenses": _defenses(cfg, epochs, dp_run),
         "torch": torch.__version__,
         **(extra or {}),
     }

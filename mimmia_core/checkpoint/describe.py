@@ -8,6 +8,23 @@ def assumed_settings(provenance: dict) -> dict:
     return {**{f"encoder {k}": v for k, v in encoder.items()}, **provenance.get("settings_assumed", {})}
 
 
+DEFENSE_SETTINGS = {"dp-sgd": ("epsilon", "delta", "noise_multiplier", "max_grad_norm"), "augmentation": ("augment",),
+                    "weight-decay": ("weight_decay",), "early-stopping": ("epochs", "schedule_epochs")}
+
+
+def defense_line(provenance: dict) -> str:
+    """The training-time defenses a model had, in one line: "none", "not recorded" (a model from
+    elsewhere) or e.g. "dp-sgd (epsilon=3.66, delta=0.003125, ...); augmentation (augment=crop-flip)"."""
+    if "defenses" not in provenance:
+        return "not recorded"
+    parts = []
+    for d in provenance["defenses"]:
+        settings = ", ".join(f"{k}={d[k]:.4g}" if isinstance(d.get(k), float) else f"{k}={d.get(k)}"
+                             for k in DEFENSE_SETTINGS.get(d.get("name"), ()))
+        parts.append(f"{d.get('name')} ({settings})" if settings else str(d.get("name")))
+    return "; ".join(parts) or "none"
+
+
 def describe_checkpoint(loaded: LoadedModel) -> dict:
     """A JSON-ready summary for the Models page and `inspect`."""
     c = loaded.config
@@ -29,6 +46,7 @@ def describe_checkpoint(loaded: LoadedModel) -> dict:
         "missing_decoder_keys": list(loaded.missing_decoder_keys),
         "parameters": counts,
         "settings_assumed": assumed_settings(loaded.provenance),
+        "defense": defense_line(loaded.provenance),  # each defense's details: provenance["defenses"]
         "provenance": loaded.provenance,
         "fingerprint": loaded.fingerprint,
     }

@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..augment import AUGMENTS
 from ..config import get_config
 from ..demo import DemoRecipe, build_demo
 from ..experiment import DEMO_DIR
@@ -11,6 +12,7 @@ from ..manifest import MODEL_ROLES, SplitManifest, training_set
 from ..model import build_model
 from ..model_ref import check_settings
 from ..data import open_source
+from ..dp import DPConfig
 from ..train import TrainConfig, train_mae
 from .common import parse_device
 
@@ -52,13 +54,24 @@ def cmd_train(args) -> int:
         raise ValueError("give --data SPEC, or --manifest (with --role)")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, blr=args.blr,
                       warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay, mask_ratio=args.mask_ratio,
-                      clip_grad=args.clip_grad, seed=args.seed, compile=args.compile,
+                      clip_grad=args.clip_grad, seed=args.seed, compile=args.compile, augment=args.augment,
+                      dp=_dp_config(args),
                       save_epochs=tuple(int(e) for e in args.save_epochs.split(",") if e.strip()))
     model = build_model(config, seed=args.seed)
     losses = train_mae(model, source, cfg, out_dir=args.out, resume=args.resume, provenance=provenance,
                        device=parse_device(args.device))
     print(f"trained on {len(source)} images of {source.name}; final loss {losses[-1]:.4f}; saved to {args.out}")
     return 0
+
+
+def _dp_config(args) -> DPConfig | None:
+    """DP-SGD from --dp-noise or --dp-epsilon (with --dp-clip, --dp-delta); None without either."""
+    if args.dp_noise is None and args.dp_epsilon is None:
+        if args.dp_clip is not None or args.dp_delta is not None:
+            raise ValueError("--dp-clip and --dp-delta need --dp-noise or --dp-epsilon")
+        return None
+    return DPConfig(max_grad_norm=1.0 if args.dp_clip is None else args.dp_clip, noise_multiplier=args.dp_noise,
+                    epsilon=args.dp_epsilon, delta=args.dp_delta)
 
 
 def cmd_build_demo(args) -> int:
@@ -89,6 +102,13 @@ def register(sub) -> None:
     p.add_argument("--clip-grad", type=float, default=None)
     p.add_argument("--seed", type=int, default=0, help="initialisation and training seed")
     p.add_argument("--save-epochs", default="", help="also keep the model after these epochs, e.g. 100,200")
+    p.add_argument("--augment", choices=AUGMENTS, default="none",
+                   help="crop-flip: MAE's random resized crop (area 0.2 to 1) and horizontal flip")
+    p.add_argument("--dp-noise", type=float, default=None, help="DP-SGD with this noise multiplier")
+    p.add_argument("--dp-epsilon", type=float, default=None,
+                   help="DP-SGD reaching this epsilon at the last epoch (Opacus's RDP accountant picks the noise)")
+    p.add_argument("--dp-delta", type=float, default=None, help="DP-SGD's delta (default 1 / (10 N))")
+    p.add_argument("--dp-clip", type=float, default=None, help="DP-SGD's per-sample clipping norm (default 1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     p.add_argument("--compile", action="store_true", help="torch.compile the forward and backward")
     p.add_argument("--out", required=True, help="checkpoint directory")
