@@ -7,6 +7,12 @@ callers that miss the same key at once may both compute it; they get the same
 values). Progress is per call: `scores(..., progress=...)`, else the Scorer's
 default. A request for K masks is served from a cached entry with more masks
 (up to PREFIX_MASKS), since masks are seeded per (seed, image id, mask index).
+
+Under a process group of more than one rank (torchrun; distributed.py) every
+rank makes the same calls in the same order: rank 0's memo or cache answers
+for all ranks, else each rank scores its shard of the images and every rank
+gets the whole source's result (so the code after scoring runs alike on every
+rank); only rank 0 writes the disk cache, once, with the whole result.
 """
 import copy
 import threading
@@ -20,6 +26,7 @@ from .cache import ScoreCache
 from .checkpoint import LoadedModel, model_fingerprint, weights_fingerprint
 from .data import ImageSource
 from .distances import DISTANCES, SCORING_VERSION, check_distances
+from .distributed import from_main_rank, is_main_rank, sharded
 from .encodermi import embedding_similarity
 from .memo import LRUMemo
 from .runtime import resolve_precision
@@ -66,16 +73,21 @@ class Scorer:
         """Every image's (K, N) distances under spec; progress(done, total) if a pass runs (default: the Scorer's)."""
         model = loaded.require_decoder()
         base = self._request(model, source, kind="scores")
-        arrays = self._cached_prefix(base, source, spec)
+        arrays = from_main_rank(lambda: self._cached_prefix(base, source, spec))
         if arrays is None:
             requests = {d: {**base, "spec": asdict(replace(spec, distance=d))} for d in DISTANCES}
-            ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
-                                       device=self.device, progress=self._progress(progress),
-                                       precision=self.precision, compile=self.compile, cuda_graphs=self.cuda_graphs)
-            stored = {d: self._store(requests[d], {"ids": ids, "per_mask": per[d]}, d in self.store_distances)
-                      for d in DISTANCES}
+            merged = sharded(lambda part: self._score_pass(model, part, spec, progress), source)
+            stored = {d: self._store(requests[d], {"ids": merged["ids"], "per_mask": merged[d]},
+                                     d in self.store_distances) for d in DISTANCES}
             arrays = stored[spec.distance]
         return Scores(arrays["ids"], arrays["per_mask"], spec)
+
+    def _score_pass(self, model, source: ImageSource, spec: ScoreSpec, progress) -> dict:
+        """{"ids": (N,), distance: (K, N)} for every distance, from one pass over source."""
+        ids, per = score_distances(model, source, spec, DISTANCES, batch_size=self.batch_size,
+                                   device=self.device, progress=self._progress(progress),
+                                   precision=self.precision, compile=self.compile, cuda_graphs=self.cuda_graphs)
+        return {"ids": ids, **per}
 
     def similarity(self, loaded: LoadedModel, source: ImageSource, num_views: int = 8, seed: int = 0,
                    progress=None) -> np.ndarray:
@@ -83,13 +95,12 @@ class Scorer:
         model = loaded.model
         request = self._request(model, source, kind="similarity", num_views=num_views, seed=seed,
                                 skip=loaded.missing_decoder_keys)  # the encoder-only placeholder decoder is unused
-        arrays = self._lookup(request, lambda a: _ids_fit(a, source) and a.get("similarity", np.empty(0)).shape
-                              == (len(source),))
+        arrays = from_main_rank(lambda: self._lookup(
+            request, lambda a: _ids_fit(a, source) and a.get("similarity", np.empty(0)).shape == (len(source),)))
         if arrays is None:
-            sim = embedding_similarity(model, source, num_views=num_views, seed=seed, batch_size=self.batch_size,
-                                       device=self.device, progress=self._progress(progress),
-                                       precision=self.precision)
-            arrays = self._store(request, {"ids": source.ids, "similarity": sim}, True)
+            arrays = self._store(request, sharded(lambda part: {"ids": part.ids, "similarity": embedding_similarity(
+                model, part, num_views=num_views, seed=seed, batch_size=self.batch_size, device=self.device,
+                progress=self._progress(progress), precision=self.precision)}, source), True)
         return arrays["similarity"]
 
     def is_cached(self, loaded: LoadedModel, source: ImageSource, spec: ScoreSpec) -> bool:
@@ -140,7 +151,7 @@ class Scorer:
         return self._remember(key, arrays)
 
     def _store(self, request: dict, arrays: dict, persist: bool) -> dict:
-        if persist and self.cache is not None:
+        if persist and self.cache is not None and is_main_rank():
             self.cache.put(request, arrays)
         return self._remember(ScoreCache.key(request), arrays)
 

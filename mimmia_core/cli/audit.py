@@ -6,6 +6,7 @@ from dataclasses import replace
 from ..attacks import run_attack, sweep
 from ..checkpoint import attach_decoder, describe_checkpoint, load_model
 from ..data import open_source
+from ..distributed import is_main_rank
 from ..report import attack_table, jsonable, sweep_table, write_attack_report, write_model_scores, write_sweep
 from .common import (SETTINGS_HELP, add_experiment_args, add_run_args, add_spec_args, attack_names, make_scorer,
                      open_experiment, parse_device, run_settings, score_spec)
@@ -18,9 +19,10 @@ def cmd_attack(args) -> int:
     names = attack_names(args.attacks, experiment)
     scorer, spec = make_scorer(args), score_spec(args)
     results = [run_attack(name, experiment, spec, scorer, args.threshold, args.aggregate) for name in names]
-    report, scores = write_attack_report(args.out, experiment, results, run_settings(args, names))
-    print(attack_table(results))
-    print(f"\nwrote {report} and {scores}")
+    if is_main_rank():  # under torchrun every rank has every result; rank 0 writes
+        report, scores = write_attack_report(args.out, experiment, results, run_settings(args, names))
+        print(attack_table(results))
+        print(f"\nwrote {report} and {scores}")
     return 0
 
 
@@ -41,10 +43,10 @@ def cmd_sweep(args) -> int:
         print(f"[{done}/{total}] {label}", file=sys.stderr)
 
     rows = sweep(experiment, ratios, names, spec, make_scorer(args), progress, args.threshold, args.aggregate)
-    settings = {**run_settings(args, names), "ratios": ratios}
-    paths = write_sweep(args.out, rows, settings, experiment)
-    print(sweep_table(rows))
-    print(f"\nwrote {paths[0]} and {paths[1]}")
+    if is_main_rank():
+        paths = write_sweep(args.out, rows, {**run_settings(args, names), "ratios": ratios}, experiment)
+        print(sweep_table(rows))
+        print(f"\nwrote {paths[0]} and {paths[1]}")
     return 0
 
 
@@ -55,6 +57,8 @@ def cmd_score(args) -> int:
         loaded = attach_decoder(loaded, load_model(args.decoder_from, device))
     source, spec = open_source(args.data), score_spec(args)
     scores = make_scorer(args).scores(loaded, source, spec).require_finite(loaded.path)
+    if not is_main_rank():
+        return 0
     path = write_model_scores(args.out, scores, args.aggregate)
     print(f"scored {len(scores.ids)} images of {source.name} with {spec.num_masks} masks at ratio "
           f"{spec.mask_ratio:g} ({spec.distance}); wrote {path}")

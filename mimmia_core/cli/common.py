@@ -9,6 +9,7 @@ from tqdm import tqdm
 from ..attacks import ATTACKS, make_attack
 from ..cache import ScoreCache
 from ..distances import AGGREGATES, DISTANCES
+from ..distributed import is_main_rank, rank_device
 from ..experiment import load_demo_experiment, load_experiment, load_experiment_file
 from ..runtime import PRECISIONS
 from ..scorer import Scorer
@@ -44,7 +45,7 @@ class ProgressBar:
 def parse_device(name: str) -> torch.device:
     """--device: auto, cpu, cuda, cuda:N or mps, refused with a reason when this machine lacks it."""
     if name == "auto":
-        return default_device()
+        return rank_device(default_device())
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -59,7 +60,7 @@ def parse_device(name: str) -> torch.device:
         raise ValueError(f"--device {name}: Apple MPS is not available here; use --device cpu (or auto)")
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {name}: mimmia runs on cpu, cuda or mps, not {device.type}")
-    return device
+    return rank_device(device)  # under torchrun: cuda:LOCAL_RANK
 
 
 def add_run_args(p):
@@ -108,7 +109,7 @@ def add_experiment_args(p):
 
 
 def make_scorer(args) -> Scorer:
-    cache = None if args.no_cache else ScoreCache(args.cache_dir)
+    cache = None if args.no_cache or not is_main_rank() else ScoreCache(args.cache_dir)  # rank 0's cache only
     return Scorer(parse_device(args.device), cache=cache, batch_size=args.batch_size, progress=ProgressBar(),
                   precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs)
 
