@@ -21,7 +21,6 @@ from .augment import CROP_RATIO, CROP_SCALE, augment, check_augment
 from .checkpoint import CheckpointError, save_checkpoint, torch_load_checked
 from .data import ImageSource
 from .distributed import init_from_env
-from .distributed import init_from_env
 from .dp import DPConfig, DPRun, dp_backward, make_private, plan_dp, poisson_batches, reseed_noise
 from .masking import check_mask_ratio, check_seed, check_visible
 from .model import MaskedAutoencoderViT
