@@ -10,6 +10,10 @@ import streamlit as st
 from app_pages import cached, state
 from mimmia_core.checkpoint import MissingSettingsError, load_model
 from mimmia_core.checkpoint import describe_checkpoint
+from mimmia_core.data import open_source
+from mimmia_core.fit_decoder import fit_decoder
+from mimmia_core.paths import check_output_dir
+from mimmia_core.train import default_device
 from mimmia_core.hub import KNOWN_MAES, KNOWN_NOTE
 
 st.title("Models")
@@ -89,6 +93,39 @@ def architecture_hints() -> tuple:
     return tuple((k, v) for k, v in hints.items() if v is not None)
 
 
+def fit_decoder_form(encoder) -> None:
+    """Fit a decoder on my data: mimmia_core.fit_decoder under this frozen encoder, with a progress bar."""
+    with st.expander("Fit a decoder on my data", expanded=True):
+        st.caption("The encoder stays frozen; a fresh MAE decoder learns, with the MAE loss on your images, to "
+                   "reconstruct from this encoder's latents (what `mimmia fit-decoder` does). The fitted model is a "
+                   "checkpoint the attacks take as the target.")
+        c1, c2 = st.columns(2)
+        data = c1.text_input("Your images (source spec)", key="fit_data",
+                             placeholder="demo, npz:PATH or folder:PATH?mode=L&resize=28x28").strip()
+        out = c2.text_input("Save the fitted model to (folder)", key="fit_out", placeholder="/tmp/fitted").strip()
+        c = st.columns(4)
+        epochs = c[0].number_input("Epochs", 1, 100_000, 100, key="fit_epochs")
+        batch_size = c[1].number_input("Batch size", 1, 65_536, 64, key="fit_batch_size")
+        lr = c[2].number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.4f", key="fit_lr")
+        mask_ratio = c[3].number_input("Mask ratio", 0.01, 0.99, 0.75, step=0.05, key="fit_mask_ratio")
+        if not st.button("Fit a decoder", key="fit_go", disabled=not (data and out)):
+            return
+        bar = st.progress(0.0, text="fitting the decoder…")
+        try:
+            fitted = fit_decoder(encoder, open_source(data), epochs=int(epochs), batch_size=int(batch_size), lr=lr,
+                                 mask_ratio=mask_ratio, device=default_device(),
+                                 out_dir=check_output_dir(out, "Save to"),
+                                 progress=lambda done, total: bar.progress(done / total, text=f"epoch {done}/{total}"))
+        except Exception as e:  # noqa: BLE001 -- bad data or settings are a message, never a traceback
+            st.error(f"Could not fit a decoder: {state.error_text(e)}")
+            return
+        losses = fitted.provenance["decoder_fitted"]["losses"]
+        st.success(f"Fitted a decoder on {len(losses)} epochs of {fitted.provenance['data']['num_images']} images: "
+                   f"loss {losses[0]:.4f} after the first epoch, {losses[-1]:.4f} after the last. Saved to "
+                   f"{fitted.path}: open it as the target on the Overview page, or `mimmia attack --target "
+                   f"{fitted.path} ...`.")
+
+
 loaded = None
 try:
     if how == "experiment":
@@ -134,7 +171,8 @@ cols[3].metric("Parameters", f"{sum(d['parameters'].values()) / 1e6:.2f} M",
 if not d["has_decoder"]:
     st.warning(f"Encoder-only: {len(d['missing_decoder_keys'])} decoder weights are missing "
                f"(e.g. {', '.join(d['missing_decoder_keys'][:3])}). Reconstruction needs a decoder: load it as the "
-               "target with 'decoder from: shadow' on the Overview page.")
+               "target with 'decoder from: shadow' on the Overview page, or fit one to this encoder below.")
+    fit_decoder_form(loaded)
 left, right = st.columns(2)
 with left:
     st.subheader("Architecture")

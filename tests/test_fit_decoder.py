@@ -5,12 +5,14 @@ decoder (seeded masks); the encoder's weights are bit-identical before and after
 loads back, records what it was fitted on, and scores; the CLI writes it and refuses bad inputs
 with exit 2; the attack and the Models page point an encoder-only target at it.
 """
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from streamlit.testing.v1 import AppTest
 
 from mimmia_core.checkpoint import WEIGHTS_FILE, CheckpointError, decoder_keys, load_model, save_checkpoint
 from mimmia_core.cli import main
@@ -179,3 +181,30 @@ def test_the_attack_points_an_encoder_only_target_at_fit_decoder(target, tmp_pat
     assert any("mimmia fit-decoder --encoder" in note for note in experiment.notes)
     with pytest.raises(CheckpointError, match="encoder-only.*mimmia fit-decoder --encoder .* --out DIR"):
         experiment.target.require_decoder()
+
+
+def test_models_page_fits_a_decoder_to_an_encoder_only_checkpoint(target, tmp_path):
+    """The Models page offers 'fit a decoder on my data' for an encoder-only model, with a progress bar."""
+    if str(REPO) not in sys.path:  # app_pages, as `streamlit run app.py` finds it
+        sys.path.insert(0, str(REPO))
+    at = AppTest.from_file(str(REPO / "app_pages" / "models.py"), default_timeout=120)
+    at.session_state["models_source"] = "path"
+    at.run()
+    at.text_input(key="models_path").input(str(target["encoder"])).run()
+    assert not at.exception and "Encoder-only" in at.warning[0].value
+    assert at.button(key="fit_go").disabled  # no images named yet
+    at.text_input(key="fit_data").input(f"npz:{target['root']}/adversary.npz")
+    at.text_input(key="fit_out").input(str(tmp_path / "fitted"))
+    at.number_input(key="fit_epochs").set_value(2)
+    at.number_input(key="fit_batch_size").set_value(16).run()
+    at.button(key="fit_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "loss" in at.success[0].value and str(tmp_path / "fitted") in at.success[0].value
+    bars = at.get("progress")  # the bar ran to the end (streamlit keeps percent)
+    assert [(p.value, p.proto.text) for p in bars] == [(100, "epoch 2/2")]
+    fitted = load_model(tmp_path / "fitted")
+    assert fitted.has_decoder and fitted.provenance["decoder_fitted"]["budget"]["epochs"] == 2
+    # bad images are an error on the page, never a traceback
+    at.text_input(key="fit_data").input("npz:/nowhere/images.npz").run()
+    at.button(key="fit_go").click().run()
+    assert not at.exception and "Could not fit a decoder" in at.error[0].value
