@@ -10,6 +10,7 @@ import io
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from browser_driver import REPO, TINY, build_tiny_bundle
-
+REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # app_pages, as `streamlit run app.py` finds it (next to app.py)
     sys.path.insert(0, str(REPO))
 from app_pages import views  # noqa: E402
@@ -38,20 +38,14 @@ PAGES = ["reconstruction", "distances", "roc", "mask_ratio", "exposed", "models"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    torch.set_num_threads(1)
-    return build_tiny_bundle(tmp_path_factory.mktemp("tiny_bundle"), epochs=20)
-
-
-@pytest.fixture(scope="module")
-def core(bundle):
+def core(tiny_bundle):
     """The same experiment, loaded by the core directly: the expected numbers come from here."""
-    return load_demo_experiment(device="cpu", demo_dir=bundle), Scorer(device="cpu")
+    return load_demo_experiment(device="cpu", demo_dir=tiny_bundle), Scorer(device="cpu")
 
 
 @pytest.fixture(autouse=True)
-def app_env(bundle, monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(bundle))
+def app_env(tiny_bundle, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(tiny_bundle))
     monkeypatch.setenv("MIMMIA_CACHE", str(tmp_path_factory.getbasetemp() / "score_cache"))
 
 
@@ -221,17 +215,17 @@ def test_uploads(core):
 
     at.file_uploader(key="recon_upload").set_value(("big.png", png(40, 30), "image/png")).run()
     assert not at.exception
-    assert "40x30" in at.error[0].value and "28x28" in at.error[0].value
+    assert "40x30" in at.error[0].value and "16x16" in at.error[0].value
     assert "Resize to fit" in at.error[0].value and "resize=True" not in at.error[0].value
 
     at.checkbox(key="recon_resize").check().run()
     assert_clean(at, "resized upload")
 
-    data = png(28, 28, "RGB", seed=1)  # colour becomes grey for this model
+    data = png(16, 16, "RGB", seed=1)  # colour becomes grey for this model
     at.checkbox(key="recon_resize").uncheck()
     at.file_uploader(key="recon_upload").set_value(("ok.png", data, "image/png")).run()
-    assert_clean(at, "28x28 upload")
-    image = load_image_bytes(data, 28, 1)
+    assert_clean(at, "16x16 upload")
+    image = load_image_bytes(data, 16, 1)
     source = ArraySource(image[None], ids=[views.image_id(image)], name="upload")
     paper = make_attack("paper").signal(exp.target, source, [], spec(), scorer, "mean")[0]
     calibrated = make_attack("calibrated").signal(exp.target, source, exp.references, spec(), scorer, "mean")[0]
@@ -245,11 +239,11 @@ def test_uploads(core):
 # --------------------------------------------------------------------------
 # Choosing experiments and checkpoints
 # --------------------------------------------------------------------------
-def test_bad_experiment_paths_are_errors(bundle, tmp_path):
+def test_bad_experiment_paths_are_errors(tiny_bundle, tmp_path):
     at = start()
     at.radio(key="exp_kind").set_value("paths").run()
     at.text_input(key="exp_target").input(str(tmp_path / "nowhere"))
-    at.text_input(key="exp_manifest").input(str(bundle / "manifest.json"))
+    at.text_input(key="exp_manifest").input(str(tiny_bundle / "manifest.json"))
     at.button(key="exp_submit").click().run()
     assert not at.exception
     assert "no such file" in at.error[0].value
@@ -269,14 +263,14 @@ def test_bad_experiment_paths_are_errors(bundle, tmp_path):
     assert "not a readable experiment JSON" in at.error[0].value
 
 
-def test_experiment_from_paths(bundle):
+def test_experiment_from_paths(tiny_bundle):
     at = start()
     at.radio(key="exp_kind").set_value("paths").run()
-    at.text_input(key="exp_target").input(str(bundle / "models" / "target"))
-    at.text_input(key="exp_shadow").input(str(bundle / "models" / "shadow"))
-    at.text_area(key="exp_references").input(str(bundle / "models" / "ref-0"))
-    at.text_input(key="exp_manifest").input(str(bundle / "manifest.json"))
-    at.text_input(key="exp_data").input(f"npz:{bundle / 'fashion_mnist_subset.npz'}")
+    at.text_input(key="exp_target").input(str(tiny_bundle / "models" / "target"))
+    at.text_input(key="exp_shadow").input(str(tiny_bundle / "models" / "shadow"))
+    at.text_area(key="exp_references").input(str(tiny_bundle / "models" / "ref-0"))
+    at.text_input(key="exp_manifest").input(str(tiny_bundle / "manifest.json"))
+    at.text_input(key="exp_data").input(f"npz:{tiny_bundle / 'fashion_mnist_subset.npz'}")
     at.button(key="exp_submit").click().run()
     assert_clean(at, "experiment from paths")
     assert dict(at.session_state["experiment_choice"])["kind"] == "paths"
@@ -285,13 +279,13 @@ def test_experiment_from_paths(bundle):
     assert "lira" not in at.multiselect(key="roc_attacks").value  # LiRA needs two references
 
 
-def test_experiment_json_from_the_environment(bundle, monkeypatch, core):
+def test_experiment_json_from_the_environment(tiny_bundle, monkeypatch, core):
     """MIMMIA_EXPERIMENT may name a JSON file of load_experiment arguments, paths relative to it."""
-    (bundle / "experiment.json").write_text(json.dumps({
+    (tiny_bundle / "experiment.json").write_text(json.dumps({
         "name": "from-json", "target": "models/target", "shadow": "models/shadow",
         "references": ["models/ref-0", "models/ref-1"], "manifest": "manifest.json",
         "data": "npz:fashion_mnist_subset.npz"}))
-    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(bundle / "experiment.json"))
+    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(tiny_bundle / "experiment.json"))
     at = start()
     assert_clean(at, "experiment from JSON")
     assert at.header[0].value == "Experiment: from-json"
@@ -300,18 +294,18 @@ def test_experiment_json_from_the_environment(bundle, monkeypatch, core):
     assert metric(at.get_by_key("headline_calibrated"), "AUC") == f"{auc:.3f}"
 
 
-def test_a_switch_to_pixel_space_is_shown(bundle, monkeypatch):
+def test_a_switch_to_pixel_space_is_shown(tiny_bundle, monkeypatch):
     """A shadow that normalises otherwise than the target: the page says its scores moved to pixel space."""
-    (bundle / "mixed.json").write_text(json.dumps({
+    (tiny_bundle / "mixed.json").write_text(json.dumps({
         "name": "mixed", "target": "models/target", "manifest": "manifest.json", "data": "npz:fashion_mnist_subset.npz",
         "shadow": {"path": "models/shadow", "config": {"mean": [0.3], "std": [0.2]}}}))
-    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(bundle / "mixed.json"))
+    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(tiny_bundle / "mixed.json"))
     at = start()
     assert_clean(at, "experiment with mixed normalisation")
     assert any("pixel_mse_raw" in box.value for box in at.info), [box.value for box in at.info]
 
 
-def test_models_page(bundle, tmp_path):
+def test_models_page(tiny_bundle, tmp_path):
     at = goto(start(), "models")
     assert_clean(at, "models")
     assert metric(at, "Format") == "mimmia" and metric(at, "Decoder") == "present"
@@ -322,7 +316,7 @@ def test_models_page(bundle, tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"\x00garbage" * 10)
     at.text_input(key="models_path").input(str(tmp_path / "broken.pth")).run()
     assert not at.exception and "not a readable PyTorch checkpoint" in at.error[0].value
-    at.text_input(key="models_path").input(str(bundle / "models" / "ref-1")).run()
+    at.text_input(key="models_path").input(str(tiny_bundle / "models" / "ref-1")).run()
     assert_clean(at, "models by path")
     assert metric(at, "Target space") == "pixels"
 
@@ -344,25 +338,25 @@ def official_pth(config, encoder_only: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def test_models_page_official_uploads():
+def test_models_page_official_uploads(tiny_config):
     at = goto(start(), "models")
     at.radio(key="models_source").set_value("upload").run()
-    at.file_uploader(key="models_upload").set_value(("tiny.pth", official_pth(TINY), "application/octet-stream")).run()
+    at.file_uploader(key="models_upload").set_value(("tiny.pth", official_pth(tiny_config), "application/octet-stream")).run()
     # a grey .pth of no official shape: heads, preprocessing and target space are refused, in the page's words
     text = at.error[0].value
     assert not at.exception and "Architecture hints" in text and "/tmp" not in text and "config=" not in text
     assert all(name in text for name in ("num_heads", "decoder_num_heads", "mean", "std", "norm_pix_loss"))
-    at.number_input(key="models_heads").set_value(TINY.num_heads)
-    at.number_input(key="models_decoder_heads").set_value(TINY.decoder_num_heads)
-    at.text_input(key="models_mean").set_value(",".join(map(str, TINY.mean)))
-    at.text_input(key="models_std").set_value(",".join(map(str, TINY.std)))
+    at.number_input(key="models_heads").set_value(tiny_config.num_heads)
+    at.number_input(key="models_decoder_heads").set_value(tiny_config.decoder_num_heads)
+    at.text_input(key="models_mean").set_value(",".join(map(str, tiny_config.mean)))
+    at.text_input(key="models_std").set_value(",".join(map(str, tiny_config.std)))
     at.selectbox(key="models_norm_pix").set_value("pixels").run()
     assert_clean(at, "official upload with architecture hints")
     assert metric(at, "Format") == "official_mae" and metric(at, "Decoder") == "present"
-    assert at.table[0].value.loc["num_heads", "value"] == str(TINY.num_heads)
+    assert at.table[0].value.loc["num_heads", "value"] == str(tiny_config.num_heads)
     assert "layer_norm_eps" in at.info[0].value  # the one setting assumed, and shown as such
 
-    at.file_uploader(key="models_upload").set_value(("enc.pth", official_pth(TINY, encoder_only=True),
+    at.file_uploader(key="models_upload").set_value(("enc.pth", official_pth(tiny_config, encoder_only=True),
                                                      "application/octet-stream")).run()
     assert_clean(at, "encoder-only upload")
     assert metric(at, "Decoder") == "missing" and "Encoder-only" in at.warning[0].value

@@ -4,7 +4,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import write_tiny_experiment
 
 from mimmia_core.attacks import (ATTACKS, CalibratedAttack, LiRAAttack, PaperAttack, parse_threshold_rule, run_attack,
                                  sweep)
@@ -177,14 +176,14 @@ def test_every_attack_is_registered():
     assert set(ATTACKS) == {"paper", "calibrated", "lira", "encodermi", "unmasked"}
 
 
-def test_run_attack_end_to_end_for_every_attack(tmp_path):
+def test_run_attack_end_to_end_for_every_attack(tmp_path, experiment_writer):
     from mimmia_core.experiment import load_experiment
     from mimmia_core.masking import smallest_mask_ratio
     from mimmia_core.encodermi import embedding_similarity
     from mimmia_core.scorer import Scorer
     from mimmia_core.scores import score_images
 
-    paths = write_tiny_experiment(tmp_path)
+    paths = experiment_writer(tmp_path)
     exp = load_experiment(paths["target"], paths["shadow"], paths["refs"], manifest=paths["manifest"], device="cpu")
     spec, scorer = ScoreSpec(mask_ratio=0.5, num_masks=3, seed=7), Scorer(device="cpu", batch_size=5)
     target = score_images(exp.target.model, exp.members, spec)
@@ -193,7 +192,7 @@ def test_run_attack_end_to_end_for_every_attack(tmp_path):
         "paper": -target.per_mask.mean(0),
         "calibrated": (np.log(np.mean([r.per_mask for r in refs], axis=0)) - np.log(target.per_mask)).mean(0),
         "encodermi": embedding_similarity(exp.target.model, exp.members, num_views=8, seed=7),
-        "unmasked": -score_images(exp.target.model, exp.members, ScoreSpec(smallest_mask_ratio(4), 3, 7, "all_mse"))
+        "unmasked": -score_images(exp.target.model, exp.members, ScoreSpec(smallest_mask_ratio(exp.target.config.num_patches), 3, 7, "all_mse"))
         .per_mask.mean(0),
     }
     x_r = np.stack([np.log(r.per_mask).mean(0) for r in refs])
@@ -286,7 +285,7 @@ def test_unmasked_scores_all_mse_and_encodermi_is_not_switched():
     assert r.spec.distance == "pixel_mse_raw" and {d for d, _ in seen} == {"pixel_mse_raw"} and r.notes
 
 
-def test_real_models_that_normalise_differently_end_to_end(tmp_path, monkeypatch):
+def test_real_models_that_normalise_differently_end_to_end(tmp_path, monkeypatch, experiment_writer):
     import json
 
     from mimmia_core import atomic
@@ -295,7 +294,7 @@ def test_real_models_that_normalise_differently_end_to_end(tmp_path, monkeypatch
     from mimmia_core.scorer import Scorer
     from mimmia_core.scores import score_images
 
-    paths = write_tiny_experiment(tmp_path)
+    paths = experiment_writer(tmp_path)
     exp = load_experiment(paths["target"], f"{paths['shadow']}?mean=0.3&std=0.2", paths["refs"],
                           manifest=paths["manifest"], device="cpu")
     spec = ScoreSpec(mask_ratio=0.5, num_masks=2, seed=1)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_driver import REPO, build_tiny_bundle, streamlit_server
 
+REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("MIMMIA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -37,7 +37,7 @@ def _playwright():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, streamlit_server, request):
     sync_playwright = _playwright()
     demo = os.environ.get("MIMMIA_BROWSER_DEMO") == "1"
     if demo and not (REPO / "assets" / "demo" / "manifest.json").exists():
@@ -46,7 +46,7 @@ def server(tmp_path_factory):
     env = {"MIMMIA_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1",
            "MIMMIA_SERVER_LOG": str(tmp / "streamlit.log")}
     if not demo:
-        env["MIMMIA_EXPERIMENT"] = str(build_tiny_bundle(tmp / "bundle"))
+        env["MIMMIA_EXPERIMENT"] = str(request.getfixturevalue("tiny_bundle"))
     else:
         env["MIMMIA_EXPERIMENT"] = ""
     with streamlit_server(env) as url:

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import tiny_model, tiny_source
 
 from mimmia_core import atomic as mio
 from mimmia_core.atomic import WriteWarning
@@ -133,14 +132,14 @@ def test_stale_temporary_files_are_removed_when_a_cache_is_opened(tmp_path):
     ScoreCache(tmp_path / "nothing" / "yet")  # a root that does not exist yet is fine
 
 
-def test_a_mismatching_bundled_entry_is_ignored(tmp_path):
+def test_a_mismatching_bundled_entry_is_ignored(make_model, make_source, tmp_path):
     """A read-only entry that claims the request but holds other ids: recomputed, the bundle untouched."""
     import dataclasses
 
     from mimmia_core.checkpoint import LoadedModel
     from mimmia_core.scorer import Scorer
     from mimmia_core.scores import ScoreSpec, score_images
-    model, source, spec = tiny_model(), tiny_source(4), ScoreSpec(num_masks=2)
+    model, source, spec = make_model(), make_source(4), ScoreSpec(num_masks=2)
     loaded = LoadedModel(model, "mem", "mimmia")
     bundle = ScoreCache(tmp_path / "bundle", read_only_roots=())
     request = Scorer()._request(model, source, kind="scores", spec=dataclasses.asdict(spec))

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -71,7 +72,6 @@ def test_corrupt_meta_is_refused(tiny_model, tmp_path, meta):
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tiny_config, tiny_model, tmp_path):
-    from dataclasses import replace
     save_checkpoint(tiny_model, tmp_path / "ck")
     meta = json.loads((tmp_path / "ck" / META_FILE).read_text())
     meta["config"]["embed_dim"] = 64
@@ -79,8 +79,9 @@ def test_weights_that_do_not_fit_the_config_are_refused(tiny_config, tiny_model,
     with pytest.raises(CheckpointError, match=r"shape mismatch for blocks.0.attn.proj.bias: file \(32,\) vs "
                                               r"model \(64,\)"):
         load_model(tmp_path / "ck")
+    deeper = build_model(replace(tiny_config, depth=2)).state_dict()
     with pytest.raises(CheckpointError, match=r"unknown weights \['blocks.1"):
-        model_from_weights(replace(tiny_config, depth=1), tiny_model.state_dict(), "x")
+        model_from_weights(tiny_config, deeper, "x")
 
 
 def test_old_meta_without_layer_norm_eps_loads(tiny_model, tmp_path):

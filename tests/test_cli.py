@@ -14,12 +14,11 @@ from mimmia_core.cli import main, training
 from mimmia_core.metrics import best_accuracy_threshold, evaluate
 from mimmia_core.model import build_model
 from mimmia_core.scores import ScoreSpec, score_images
-from helpers import TINY, write_tiny_experiment
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_experiment(tmp_path_factory.mktemp("cli"))
+def tiny(tmp_path_factory, experiment_writer):
+    return experiment_writer(tmp_path_factory.mktemp("cli"))
 
 
 def models(tiny):
@@ -133,7 +132,7 @@ def test_inspect_prints_json(tiny, capsys):
 
 def test_train_a_manifest_role(tiny, tmp_path):
     out = tmp_path / "ref"
-    overrides = ["img_size=8", "embed_dim=16", "depth=1", "num_heads=2", "decoder_embed_dim=16",
+    overrides = ["img_size=16", "embed_dim=16", "depth=1", "num_heads=2", "decoder_embed_dim=16",
                  "decoder_depth=1", "decoder_num_heads=2"]
     assert main(["train", "--preset", "mae_tiny_28", *[a for o in overrides for a in ("--config", o)],
                  "--manifest", str(tiny["manifest"]), "--role", "reference_1", "--epochs", "1", "--batch-size", "2",
@@ -154,11 +153,11 @@ def test_build_demo_is_wired(monkeypatch, tmp_path):
     assert out == str(tmp_path) and recipe.epochs == 3 and kw["jobs"] == 2 and kw["device"] == torch.device("cpu")
 
 
-def test_errors_are_one_clear_line(tiny, tmp_path, capsys):
+def test_errors_are_one_clear_line(tiny, tiny_config, tmp_path, capsys):
     empty, big = tmp_path / "empty.npz", tmp_path / "big.npz"
     np.savez(empty, images=np.zeros((0, 8, 8, 1), np.uint8))
     np.savez(big, images=np.zeros((3, 12, 12, 1), np.uint8))
-    model = build_model(TINY, seed=9)
+    model = build_model(tiny_config, seed=9)
     with torch.no_grad():
         model.decoder_pred.bias[0] = float("nan")
     save_checkpoint(model, tmp_path / "nan-model")

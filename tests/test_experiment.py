@@ -4,7 +4,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, write_tiny_experiment
 
 from mimmia_core.checkpoint import DECODER_PREFIXES, LoadedModel
 from mimmia_core.experiment import load_demo_experiment, load_experiment
@@ -18,8 +17,8 @@ from mimmia_core.scores import ScoreSpec
 from mimmia_core.model import build_model
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_experiment(tmp_path_factory.mktemp("tiny"))
+def tiny(tmp_path_factory, experiment_writer):
+    return experiment_writer(tmp_path_factory.mktemp("tiny"))
 
 
 def test_load_experiment_from_a_manifest(tiny):
@@ -85,8 +84,8 @@ def test_demo_experiment_layout(tiny, tmp_path):
     assert len(exp.shadow_members) == 6
 
 
-def test_assumed_settings_become_notes_and_report_fields(tiny, tmp_path):
-    torch.save({"model": build_model(TINY, seed=0).state_dict()}, tmp_path / "off.pth")
+def test_assumed_settings_become_notes_and_report_fields(tiny, tiny_config, tmp_path):
+    torch.save({"model": build_model(tiny_config, seed=0).state_dict()}, tmp_path / "off.pth")
     target = {"path": str(tmp_path / "off.pth"),
               "config": dict(num_heads=2, decoder_num_heads=2, mean=[0.5], std=[0.5], norm_pix_loss=False)}
     exp = load_experiment(target, tiny["shadow"], manifest=tiny["manifest"], device="cpu")

@@ -21,14 +21,15 @@ def per_image_loss(model, imgs, noise, mask_ratio=0.75):
 
 
 # ---- patches ---------------------------------------------------------------
-def test_patchify_layout_and_round_trip(tiny_model):
+def test_patchify_layout_and_round_trip(make_model):
+    rgb = make_model(in_chans=3)
     imgs = torch.randn(2, 3, 16, 16)
-    patches = tiny_model.patchify(imgs)
+    patches = rgb.patchify(imgs)
     assert patches.shape == (2, 16, 4 * 4 * 3)
     # patch (row 1, column 2) holds pixels [4:8, 8:12] as (p, q, c)
     expected = imgs[:, :, 4:8, 8:12].permute(0, 2, 3, 1).reshape(2, -1)
     torch.testing.assert_close(patches[:, 1 * 4 + 2], expected, rtol=0, atol=0)
-    torch.testing.assert_close(tiny_model.unpatchify(patches), imgs, rtol=0, atol=0)
+    torch.testing.assert_close(rgb.unpatchify(patches), imgs, rtol=0, atol=0)
 
 
 # ---- masking ---------------------------------------------------------------
@@ -118,7 +119,7 @@ def test_k_masks_share_the_patch_embedding(tiny_model, tiny_images):
     noise = mask_noise(0, range(N), K, 16)  # (K, N, L)
     with torch.no_grad():
         loss, pred, mask = tiny_model(imgs, 0.75, noise.reshape(K * N, 16))
-        assert pred.shape == (K * N, 16, 48) and mask.shape == (K * N, 16)
+        assert pred.shape == (K * N, 16, 16) and mask.shape == (K * N, 16)
         for k in range(K):
             loss_k, pred_k, mask_k = tiny_model(imgs, 0.75, noise[k])
             torch.testing.assert_close(pred[k * N:(k + 1) * N], pred_k, rtol=1e-5, atol=1e-6)
@@ -147,9 +148,9 @@ def test_sincos_layout_is_sin_w_cos_w_sin_h_cos_h(tiny_model):
 
 # ---- reconstruct -----------------------------------------------------------
 @pytest.mark.parametrize("norm_pix_loss", [False, True])
-def test_reconstruct(tiny_config, tiny_images, norm_pix_loss):
-    from dataclasses import replace
-    model = build_model(replace(tiny_config, norm_pix_loss=norm_pix_loss), seed=1)
+def test_reconstruct(make_model, norm_pix_loss):
+    model = make_model(norm_pix_loss=norm_pix_loss, in_chans=3, seed=1)
+    tiny_images = torch.randint(0, 256, (6, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     noise = mask_noise(0, range(6), 1, 16)[0]
     r = reconstruct(model, tiny_images, 0.6, noise)
     assert r.num_masked == num_masked(16, 0.6) == 10
@@ -169,11 +170,12 @@ def test_reconstruct(tiny_config, tiny_images, norm_pix_loss):
     torch.testing.assert_close((r.patch_error * r.mask).sum() / r.mask.sum(), loss)
 
 
-def test_normalize_refuses_wrong_images(tiny_model):
+def test_normalize_refuses_wrong_images(make_model):
+    rgb = make_model(in_chans=3)
     with pytest.raises(ValueError, match=r"\(N, 16, 16, 3\)"):
-        tiny_model.normalize(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+        rgb.normalize(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(ValueError, match="uint8"):
-        tiny_model.normalize(torch.zeros(2, 16, 16, 3))
+        rgb.normalize(torch.zeros(2, 16, 16, 3))
 
 
 # ---- configs ---------------------------------------------------------------

@@ -1,14 +1,16 @@
+import contextlib
 import dataclasses
+import io
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_model, tiny_source
 
 from mimmia_core.cache import ScoreCache
-from mimmia_core.checkpoint import CheckpointError, LoadedModel
+from mimmia_core.checkpoint import CheckpointError, LoadedModel, save_checkpoint
+from mimmia_core.cli import main
 from mimmia_core.data import ArraySource
 from mimmia_core.masking import mask_noise
 from mimmia_core.model import build_model
@@ -18,6 +20,7 @@ from mimmia_core.distances import DISTANCES
 from mimmia_core.encodermi import embedding_similarity
 from mimmia_core.scorer import Scorer
 from mimmia_core.scores import Scores, ScoreSpec, score_distances, score_images
+
 
 def reference(model, source, spec):
     """Each distance by the plain forward, one image and one mask at a time."""
@@ -45,8 +48,8 @@ def reference(model, source, spec):
 
 
 @pytest.mark.parametrize("norm_pix_loss,channels", [(False, 1), (True, 1), (True, 3)])
-def test_distances_match_per_image_reference(norm_pix_loss, channels):
-    model, source = tiny_model(norm_pix_loss, channels), tiny_source(5, channels)
+def test_distances_match_per_image_reference(make_model, make_source, norm_pix_loss, channels):
+    model, source = make_model(norm_pix_loss, channels), make_source(5, channels)
     spec = ScoreSpec(mask_ratio=0.6, num_masks=3, seed=4)
     ids, per = score_distances(model, source, spec, batch_size=2)
     ref = reference(model, source, spec)
@@ -60,8 +63,8 @@ def test_distances_match_per_image_reference(norm_pix_loss, channels):
     assert (per["pixel_mse_raw"] >= per["pixel_mse"] - 1e-9).all() and (per["pixel_mse_raw"] > per["pixel_mse"]).any()
 
 
-def test_scores_do_not_depend_on_batch_size_or_order():
-    model, source = tiny_model(), tiny_source(11)
+def test_scores_do_not_depend_on_batch_size_or_order(make_model, make_source):
+    model, source = make_model(), make_source(11)
     spec = ScoreSpec(num_masks=4, distance="masked_mse")
     runs = [score_images(model, source, spec, batch_size=b).per_mask for b in (1, 3, 7)]
     for r in runs[1:]:
@@ -72,8 +75,8 @@ def test_scores_do_not_depend_on_batch_size_or_order():
     np.testing.assert_allclose(back.per_mask[:, ::-1], runs[0], rtol=1e-5, atol=1e-7)
 
 
-def test_cpu_forward_cap_keeps_scores(monkeypatch):
-    model, source = tiny_model(), tiny_source(5)
+def test_cpu_forward_cap_keeps_scores(make_model, make_source, monkeypatch):
+    model, source = make_model(), make_source(5)
     spec = ScoreSpec(num_masks=3, distance="pixel_l1")
     whole = score_images(model, source, spec, batch_size=5).per_mask
     monkeypatch.setattr(runtime, "CPU_ACTIVATION_BYTES", 1)
@@ -84,31 +87,31 @@ def test_cpu_forward_cap_keeps_scores(monkeypatch):
     np.testing.assert_allclose(capped, whole, rtol=1e-5, atol=1e-7)
 
 
-def test_masks_vary_with_seed_and_mask_index():
-    model, source = tiny_model(), tiny_source(4)
+def test_masks_vary_with_seed_and_mask_index(make_model, make_source):
+    model, source = make_model(), make_source(4)
     a = score_images(model, source, ScoreSpec(num_masks=3, seed=0)).per_mask
     b = score_images(model, source, ScoreSpec(num_masks=3, seed=1)).per_mask
     assert not np.allclose(a, b)
     assert not np.allclose(a[0], a[1])
 
 
-def test_progress_reports_every_image():
-    model, source, seen = tiny_model(), tiny_source(7), []
+def test_progress_reports_every_image(make_model, make_source):
+    model, source, seen = make_model(), make_source(7), []
     score_images(model, source, ScoreSpec(num_masks=2), batch_size=3, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(3, 7), (6, 7), (7, 7)]
 
 
-def test_compile_gives_the_same_scores(inductor):
-    model, source = tiny_model(), tiny_source(5)
+def test_compile_gives_the_same_scores(make_model, make_source, inductor):
+    model, source = make_model(), make_source(5)
     spec = ScoreSpec(num_masks=2, distance="pixel_mse")
     plain = score_images(model, source, spec, batch_size=3).per_mask
     compiled = score_images(model, source, spec, batch_size=3, compile=True).per_mask
     np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-6)
 
 
-def test_cuda_graphs_refused_on_cpu():
+def test_cuda_graphs_refused_on_cpu(make_model, make_source):
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
-        score_images(tiny_model(), tiny_source(2), ScoreSpec(num_masks=1), device="cpu", cuda_graphs=True)
+        score_images(make_model(), make_source(2), ScoreSpec(num_masks=1), device="cpu", cuda_graphs=True)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -121,20 +124,20 @@ def test_invalid_spec(kwargs, match):
         ScoreSpec(**kwargs)
 
 
-def test_bad_inputs():
-    model = tiny_model()
+def test_bad_inputs(make_model, make_source):
+    model = make_model()
     with pytest.raises(ValueError, match="no images"):
         score_images(model, ArraySource(np.zeros((0, 16, 16, 1), np.uint8)), ScoreSpec())
     with pytest.raises(ValueError, match="batch_size"):
-        score_images(model, tiny_source(2), ScoreSpec(), batch_size=0)
+        score_images(model, make_source(2), ScoreSpec(), batch_size=0)
     with pytest.raises(ValueError, match="shape"):
         score_images(model, ArraySource(np.zeros((2, 8, 8, 1), np.uint8)), ScoreSpec())
     with pytest.raises(ValueError, match="precision"):
-        score_images(model, tiny_source(2), ScoreSpec(), precision="fp8")
+        score_images(model, make_source(2), ScoreSpec(), precision="fp8")
     with pytest.raises(ValueError, match="unknown distances"):
-        score_distances(model, tiny_source(2), ScoreSpec(), ("masked_mse", "ssim"))
+        score_distances(model, make_source(2), ScoreSpec(), ("masked_mse", "ssim"))
     with pytest.raises(ValueError, match="num_views"):
-        embedding_similarity(model, tiny_source(2), num_views=1)
+        embedding_similarity(model, make_source(2), num_views=1)
 
 
 def test_aggregate_and_signal():
@@ -152,8 +155,8 @@ def test_aggregate_and_signal():
         Scores(np.array([5, 6]), per, ScoreSpec(num_masks=2))
 
 
-def test_embedding_similarity_shape_determinism_and_range():
-    model, source = tiny_model(), tiny_source(9)
+def test_embedding_similarity_shape_determinism_and_range(make_model, make_source):
+    model, source = make_model(), make_source(9)
     a = embedding_similarity(model, source, num_views=4, seed=3, batch_size=2)
     b = embedding_similarity(model, source, num_views=4, seed=3, batch_size=9)
     assert a.shape == (9,)
@@ -170,8 +173,8 @@ def loaded(model, has_decoder=True):
     return LoadedModel(model, "mem", "mimmia", missing_decoder_keys=[] if has_decoder else ["decoder_pred.weight"])
 
 
-def test_scorer_memo_disk_cache_and_all_distances(tmp_path):
-    model, source = tiny_model(), tiny_source(6)
+def test_scorer_memo_disk_cache_and_all_distances(make_model, make_source, tmp_path):
+    model, source = make_model(), make_source(6)
     calls = []
     scorer = Scorer(cache=ScoreCache(tmp_path), batch_size=4, progress=lambda d, t: calls.append(d))
     spec = ScoreSpec(num_masks=2)
@@ -196,30 +199,30 @@ def test_scorer_memo_disk_cache_and_all_distances(tmp_path):
     assert len(calls) > n_calls
 
 
-def test_scorer_with_a_tiny_memo_and_no_disk_cache():
-    model, source = tiny_model(), tiny_source(3)
+def test_scorer_with_a_tiny_memo_and_no_disk_cache(make_model, make_source):
+    model, source = make_model(), make_source(3)
     scorer = Scorer(memo_size=1)
     for d in ("psnr", "masked_mse", "psnr"):
         got = scorer.scores(loaded(model), source, ScoreSpec(num_masks=2, distance=d))
         np.testing.assert_allclose(got.per_mask, score_images(model, source, got.spec).per_mask, rtol=1e-6)
 
 
-def test_scorer_notices_weights_changed_in_place(tmp_path):
-    model, source = tiny_model(), tiny_source(3)
+def test_scorer_notices_weights_changed_in_place(make_model, make_source, tmp_path):
+    model, source = make_model(), make_source(3)
     scorer = Scorer(cache=ScoreCache(tmp_path))
     before = scorer.scores(loaded(model), source, ScoreSpec(num_masks=1)).per_mask.copy()
     with torch.no_grad():
         model.decoder_pred.bias.add_(0.5)
     after = scorer.scores(loaded(model), source, ScoreSpec(num_masks=1)).per_mask
     assert not np.allclose(before, after)
-    model.load_state_dict(tiny_model(seed=1).state_dict())
+    model.load_state_dict(make_model(seed=1).state_dict())
     reloaded = scorer.scores(loaded(model), source, ScoreSpec(num_masks=1)).per_mask
-    np.testing.assert_allclose(reloaded, score_images(tiny_model(seed=1), source, ScoreSpec(num_masks=1)).per_mask,
+    np.testing.assert_allclose(reloaded, score_images(make_model(seed=1), source, ScoreSpec(num_masks=1)).per_mask,
                                rtol=1e-6)
 
 
-def test_scorer_refuses_encoder_only_and_caches_similarity(tmp_path):
-    model, source = tiny_model(), tiny_source(4)
+def test_scorer_refuses_encoder_only_and_caches_similarity(make_model, make_source, tmp_path):
+    model, source = make_model(), make_source(4)
     scorer = Scorer(cache=ScoreCache(tmp_path))
     with pytest.raises(CheckpointError, match="encoder-only"):
         scorer.scores(loaded(model, has_decoder=False), source, ScoreSpec())
@@ -231,14 +234,14 @@ def test_scorer_refuses_encoder_only_and_caches_similarity(tmp_path):
 
 
 @pytest.mark.parametrize("change", [dict(num_heads=4, decoder_num_heads=4), dict(mean=(0.3,), std=(0.2,))])
-def test_same_weights_other_settings_never_share_scores(tmp_path, change):
+def test_same_weights_other_settings_never_share_scores(make_model, make_source, tmp_path, change):
     """Regression: a reference with the target's weights but other heads or preprocessing was served the
     target's scores (AUC 0.5, exit 0). Both through one Scorer and one cache give their own no-cache scores."""
     from dataclasses import replace
-    a = tiny_model()
+    a = make_model()
     b = build_model(replace(a.config, **change)).eval()
     b.load_state_dict(a.state_dict())
-    source, spec = tiny_source(5), ScoreSpec(num_masks=2)
+    source, spec = make_source(5), ScoreSpec(num_masks=2)
     scorer = Scorer(cache=ScoreCache(tmp_path))
     got_a, got_b = scorer.scores(loaded(a), source, spec), scorer.scores(loaded(b), source, spec)
     np.testing.assert_allclose(got_a.per_mask, score_images(a, source, spec).per_mask, rtol=1e-6)
@@ -249,8 +252,8 @@ def test_same_weights_other_settings_never_share_scores(tmp_path, change):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "other ids", "other shape"])
-def test_a_damaged_or_mismatching_entry_is_recomputed_and_replaced(tmp_path, damage):
-    model, source, spec = tiny_model(), tiny_source(4), ScoreSpec(num_masks=2)
+def test_a_damaged_or_mismatching_entry_is_recomputed_and_replaced(make_model, make_source, tmp_path, damage):
+    model, source, spec = make_model(), make_source(4), ScoreSpec(num_masks=2)
     scorer = Scorer(cache=ScoreCache(tmp_path, read_only_roots=()))
     right = scorer.scores(loaded(model), source, spec).per_mask.copy()
     request = scorer._request(model, source, kind="scores", spec=dataclasses.asdict(spec))
@@ -269,8 +272,8 @@ def test_a_damaged_or_mismatching_entry_is_recomputed_and_replaced(tmp_path, dam
     assert Scorer(cache=ScoreCache(tmp_path, read_only_roots=())).is_cached(loaded(model), source, spec)
 
 
-def test_many_masks_are_split_across_forwards_with_the_same_scores(monkeypatch):
-    model, source = tiny_model(norm_pix_loss=True), tiny_source(5)
+def test_many_masks_are_split_across_forwards_with_the_same_scores(make_model, make_source, monkeypatch):
+    model, source = make_model(norm_pix_loss=True), make_source(5)
     spec = ScoreSpec(mask_ratio=0.6, num_masks=7, seed=3)
     whole = score_distances(model, source, spec, batch_size=5)[1]
     rows, real = [], scores.batch_distances
@@ -289,8 +292,8 @@ def test_many_masks_are_split_across_forwards_with_the_same_scores(monkeypatch):
         np.testing.assert_array_equal(split[d], whole[d], err_msg=d)  # bit for bit
 
 
-def test_a_mask_ratio_that_leaves_no_patch_visible_is_refused():
-    model, source = tiny_model(), tiny_source(2)  # 16 patches
+def test_a_mask_ratio_that_leaves_no_patch_visible_is_refused(make_model, make_source):
+    model, source = make_model(), make_source(2)  # 16 patches
     with pytest.raises(ValueError, match=r"mask_ratio 0.99 leaves none of the 16 patches visible .* largest ratio "
                                          r"that keeps one patch visible is 0.9375"):
         score_images(model, source, ScoreSpec(mask_ratio=0.99))
@@ -316,10 +319,10 @@ def test_non_finite_scores_are_refused_naming_the_model():
     assert ok.require_finite("m") is ok
 
 
-def test_an_unwritable_cache_warns_and_still_returns_the_scores(tmp_path):
+def test_an_unwritable_cache_warns_and_still_returns_the_scores(make_model, make_source, tmp_path):
     from mimmia_core.atomic import WriteWarning
     (tmp_path / "file").write_text("in the way")
-    model, source, spec = tiny_model(), tiny_source(3), ScoreSpec(num_masks=2)
+    model, source, spec = make_model(), make_source(3), ScoreSpec(num_masks=2)
     scorer = Scorer(cache=ScoreCache(tmp_path / "file" / "cache", read_only_roots=()))
     with pytest.warns(WriteWarning, match="could not write the score cache"):
         got = scorer.scores(loaded(model), source, spec)
@@ -331,15 +334,9 @@ def test_store_distances_are_checked():
         Scorer(store_distances=("masked_mse", "ssim"))
 
 
-def _score_cli(tmp_path, model, *extra):
-    """`mimmia score` on a saved tiny model and 4 images: (exit code, stdout + stderr, --out path)."""
-    import contextlib
-    import io
-
-    from mimmia_core.checkpoint import save_checkpoint
-    from mimmia_core.cli import main
+def _score_cli(tmp_path, model, images, *extra):
+    """`mimmia score` on a saved tiny model and the images: (exit code, stdout + stderr, --out path)."""
     save_checkpoint(model, tmp_path / "ck")
-    images = tiny_source(4)
     np.savez(tmp_path / "data.npz", images=images.images(np.arange(4)), ids=images.ids)
     out, text = tmp_path / "scores.csv", io.StringIO()
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
@@ -348,16 +345,16 @@ def _score_cli(tmp_path, model, *extra):
     return code, text.getvalue(), out
 
 
-def test_score_cli_refuses_non_finite_scores(tmp_path):
-    model = tiny_model()
+def test_score_cli_refuses_non_finite_scores(make_model, make_source, tmp_path):
+    model = make_model()
     with torch.no_grad():
         model.decoder_pred.bias[0] = float("nan")
-    code, text, out = _score_cli(tmp_path, model)
+    code, text, out = _score_cli(tmp_path, model, make_source(4))
     assert code == 2 and not out.exists()
     assert f"mimmia score: error: model {tmp_path / 'ck'}: 8 of 8 scores are NaN or infinite (masked_mse" in text
 
 
-def test_score_cli_keeps_the_scores_when_out_cannot_be_written(tmp_path, monkeypatch):
+def test_score_cli_keeps_the_scores_when_out_cannot_be_written(make_model, make_source, tmp_path, monkeypatch):
     from mimmia_core import atomic
     real = atomic.atomic_write_bytes
 
@@ -366,13 +363,13 @@ def test_score_cli_keeps_the_scores_when_out_cannot_be_written(tmp_path, monkeyp
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, data)
     monkeypatch.setattr(atomic, "atomic_write_bytes", refuse_out)
-    model = tiny_model()
-    code, text, out = _score_cli(tmp_path, model, "--distance", "pixel_mse_raw")
+    model = make_model()
+    code, text, out = _score_cli(tmp_path, model, make_source(4), "--distance", "pixel_mse_raw")
     assert code == 0 and not out.exists()
     saved = Path(re.search(r"it is saved at (\S+) instead", text).group(1))
     assert "warning: could not write the scores to" in text and f"wrote {saved}" in text
     rows = saved.read_text().splitlines()
-    want = score_images(model, tiny_source(4), ScoreSpec(num_masks=2, distance="pixel_mse_raw"))
+    want = score_images(model, make_source(4), ScoreSpec(num_masks=2, distance="pixel_mse_raw"))
     assert rows[0] == "id,mean_pixel_mse_raw,mask_0,mask_1" and len(rows) == 5
     assert [float(r.split(",")[3]) for r in rows[1:]] == pytest.approx(want.per_mask[1], rel=1e-6)
 
@@ -398,8 +395,8 @@ def test_sign_floor_and_aggregation_have_one_definition():
     assert log_distance([0.0], "masked_mse")[0] == np.log(DISTANCE_FLOOR)
 
 
-def test_progress_is_per_call_and_with_progress_shares_the_memo():
-    model, source, spec = tiny_model(), tiny_source(5), ScoreSpec(num_masks=2)
+def test_progress_is_per_call_and_with_progress_shares_the_memo(make_model, make_source):
+    model, source, spec = make_model(), make_source(5), ScoreSpec(num_masks=2)
     default, mine = [], []
     scorer = Scorer(batch_size=2, progress=lambda d, t: default.append(d))
     scorer.scores(loaded(model), source, spec, progress=lambda d, t: mine.append(d))
@@ -417,12 +414,12 @@ def replace_seed(spec):
     return dataclasses.replace(spec, seed=spec.seed + 1)
 
 
-def test_a_scoring_pass_does_not_block_cached_reads(monkeypatch):
+def test_a_scoring_pass_does_not_block_cached_reads(make_model, make_source, monkeypatch):
     import threading
 
     from mimmia_core import scorer as scorer_module
-    model, spec = tiny_model(), ScoreSpec(num_masks=1)
-    cached, slow = tiny_source(3), tiny_source(3, seed=1)
+    model, spec = make_model(), ScoreSpec(num_masks=1)
+    cached, slow = make_source(3), make_source(3, seed=1)
     scorer = Scorer()
     want = scorer.scores(loaded(model), cached, spec).per_mask
     started, release, real = threading.Event(), threading.Event(), scorer_module.score_distances
@@ -444,9 +441,9 @@ def test_a_scoring_pass_does_not_block_cached_reads(monkeypatch):
     assert scorer.is_cached(loaded(model), slow, spec)
 
 
-def test_fewer_masks_are_served_from_a_wider_cached_entry(tmp_path):
+def test_fewer_masks_are_served_from_a_wider_cached_entry(make_model, make_source, tmp_path):
     """Mask k depends on (seed, image id, k) only: K = 2 is the first two rows of a cached K = 5."""
-    model, source = tiny_model(), tiny_source(4)
+    model, source = make_model(), make_source(4)
     passes = []
     Scorer(cache=ScoreCache(tmp_path)).scores(loaded(model), source, ScoreSpec(num_masks=5, seed=3))
     fresh = Scorer(cache=ScoreCache(tmp_path), progress=lambda done, total: passes.append(done))

@@ -1,5 +1,5 @@
 """The layout's rules, checked on the source: no import cycle inside mimmia_core, no function over 60
-lines, and no Streamlit in the core."""
+lines, no Streamlit in the core, and no test module importing another."""
 import ast
 from pathlib import Path
 
@@ -72,3 +72,15 @@ def test_the_core_never_imports_streamlit():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] == "streamlit" for n in names), path
+
+
+def test_test_modules_import_no_other_test_module():
+    """What tests share lives in conftest.py as fixtures; a test module imports only libraries."""
+    local = {p.stem for p in (REPO / "tests").glob("*.py")}
+    crossing = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            crossing += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in local]
+    assert not crossing, crossing

@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import subprocess
@@ -6,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port
 import torch
 
-from ddp_train import TINY, smooth_images
 from mimmia_core.checkpoint import CheckpointError, load_own_checkpoint
 from mimmia_core.data import ArraySource
 from mimmia_core.model import build_model
@@ -18,11 +17,15 @@ from mimmia_core.train import STATE_FILE, TrainConfig, lr_at, train_mae
 REPO = Path(__file__).resolve().parent.parent
 
 
-def train(cfg, out_dir=None, resume=False, source=None):
-    model = build_model(TINY, seed=0)
-    losses = train_mae(model, source or smooth_images(64), cfg, out_dir=out_dir, resume=resume, progress=False,
-                       device="cpu")
-    return model, losses
+@pytest.fixture
+def train(tiny_config, smooth_source):
+    """train(cfg, out_dir=None, resume=False, source=None) -> (model, losses): the tiny MAE on 64 waves."""
+    def run(cfg, out_dir=None, resume=False, source=None):
+        model = build_model(tiny_config, seed=0)
+        losses = train_mae(model, source or smooth_source(64), cfg, out_dir=out_dir, resume=resume,
+                           progress=False, device="cpu")
+        return model, losses
+    return run
 
 
 def assert_same_weights(a, b):
@@ -50,7 +53,7 @@ class CrashingSource(ArraySource):
         return super().images(positions)
 
 
-def test_loss_falls_and_checkpoints(tmp_path):
+def test_loss_falls_and_checkpoints(train, tmp_path):
     cfg = TrainConfig(epochs=8, batch_size=16, lr=2e-3, warmup_epochs=1, save_epochs=(2, 5))
     model, losses = train(cfg, tmp_path)
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
@@ -63,19 +66,19 @@ def test_loss_falls_and_checkpoints(tmp_path):
     assert not (tmp_path / STATE_FILE).exists()  # keep_state=False
 
 
-def test_resume_after_a_crash_is_exact(tmp_path):
+def test_resume_after_a_crash_is_exact(train, smooth_source, tmp_path):
     cfg = TrainConfig(epochs=4, batch_size=16, lr=2e-3, warmup_epochs=1, keep_state=True)
     straight, straight_losses = train(cfg, tmp_path / "straight")
     assert (tmp_path / "straight" / STATE_FILE).exists()
     with pytest.raises(Crash):  # 4 steps per epoch: dies at the second step of epoch 3
-        train(cfg, tmp_path / "resumed", source=CrashingSource(smooth_images(64), crash_at=10))
+        train(cfg, tmp_path / "resumed", source=CrashingSource(smooth_source(64), crash_at=10))
     assert torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=True)["epoch"] == 2
     resumed, resumed_losses = train(cfg, tmp_path / "resumed", resume=True)
     assert resumed_losses == straight_losses
     assert_same_weights(resumed, straight)
 
 
-def test_extend_training_with_a_constant_rate_is_exact(tmp_path):
+def test_extend_training_with_a_constant_rate_is_exact(train, tmp_path):
     constant = dict(batch_size=16, lr=2e-3, min_lr=2e-3, warmup_epochs=1, keep_state=True)
     straight, straight_losses = train(TrainConfig(epochs=4, **constant))
     _, first = train(TrainConfig(epochs=2, **constant), tmp_path)
@@ -85,13 +88,13 @@ def test_extend_training_with_a_constant_rate_is_exact(tmp_path):
     assert load_own_checkpoint(tmp_path).provenance["epochs"] == 4
 
 
-def test_resume_refuses_another_recipe(tmp_path):
+def test_resume_refuses_another_recipe(train, tmp_path):
     train(TrainConfig(epochs=1, batch_size=16, lr=2e-3, keep_state=True), tmp_path)
     with pytest.raises(ValueError, match="batch_size"):
         train(TrainConfig(epochs=2, batch_size=8, lr=2e-3), tmp_path, resume=True)
 
 
-def test_compiled_training_matches_eager(inductor):
+def test_compiled_training_matches_eager(train, inductor):
     cfg = TrainConfig(epochs=2, batch_size=16, lr=2e-3, warmup_epochs=1)
     _, eager = train(cfg)
     _, compiled = train(TrainConfig(**{**cfg.__dict__, "compile": True}))
@@ -108,7 +111,7 @@ def test_lr_schedule():
     assert lr_at(TrainConfig(epochs=3, warmup_epochs=0), 1e-3, 0) == pytest.approx(1e-3)
 
 
-def test_config_and_data_errors():
+def test_config_and_data_errors(train):
     with pytest.raises(ValueError, match="mask_ratio"):
         TrainConfig(mask_ratio=1.0)
     with pytest.raises(ValueError, match="positive"):
@@ -117,11 +120,13 @@ def test_config_and_data_errors():
         train(TrainConfig(epochs=1, batch_size=128))
 
 
-
-def test_ddp_two_cpu_processes(tmp_path):
+def test_ddp_two_cpu_processes(tiny_config, smooth_source, free_port, tmp_path):
     """Two gloo processes with the environment torchrun gives them."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WORLD_SIZE": "2",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port)}
+    source = smooth_source(64)
+    np.savez(tmp_path / "waves.npz", images=source.images(np.arange(64)), ids=source.ids)
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config.to_dict()))
     procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "ddp_train.py"), str(tmp_path)],
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stderr=subprocess.PIPE, text=True)
              for r in (0, 1)]
@@ -173,7 +178,7 @@ def _state_variants(good: dict) -> dict:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_resume_refuses_a_damaged_state_file_by_name(tmp_path):
+def test_resume_refuses_a_damaged_state_file_by_name(train, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=16, lr=2e-3, keep_state=True)
     train(cfg, tmp_path / "good")
     good = torch.load(tmp_path / "good" / STATE_FILE, weights_only=True)
@@ -188,7 +193,7 @@ def test_resume_refuses_a_damaged_state_file_by_name(tmp_path):
         assert (out / STATE_FILE).read_bytes() == data  # left as it was
 
 
-def test_state_file_is_written_atomically(tmp_path, monkeypatch):
+def test_state_file_is_written_atomically(train, tmp_path, monkeypatch):
     from mimmia_core import atomic
     seen = []
     real = atomic.atomic_write_bytes
@@ -204,7 +209,7 @@ def test_state_file_is_written_atomically(tmp_path, monkeypatch):
         ["mimmia.json", "model.safetensors", STATE_FILE]
 
 
-def test_a_mask_ratio_that_hides_every_patch_is_refused():
+def test_a_mask_ratio_that_hides_every_patch_is_refused(train):
     with pytest.raises(ValueError, match=r"mask_ratio 0.99 leaves none of the 16 patches visible .* the largest "
                                          r"ratio that keeps one patch visible is 0.9375"):
         train(TrainConfig(epochs=1, batch_size=16, mask_ratio=0.99))
