@@ -15,8 +15,8 @@ from .attacks import ATTACKS
 from .checkpoint import LoadedModel, load_model, model_fingerprint
 from .data import DEMO_DATA, ImageSource, load_demo, load_npz, open_source
 from .checkpoint import assumed_settings, attach_decoder, describe_checkpoint
-from .manifest import (CANDIDATE_SETS, REFERENCE_FOLDER_PREFIX, SplitManifest, reference_folder, reference_index,
-                       reference_set)
+from .manifest import (CANDIDATE_SETS, REFERENCE_FOLDER_PREFIX, REFERENCE_PREFIX, SplitManifest, ids_fingerprint,
+                       reference_folder, reference_index, reference_set)
 from .train import default_device
 
 
@@ -32,6 +32,7 @@ class Experiment:
     shadow_nonmembers: ImageSource | None = None
     manifest: SplitManifest | None = None
     notes: list = field(default_factory=list)   # e.g. where an encoder-only target's decoder came from
+    reference_ids: list | None = None     # online references: per reference, the ids it trained on (else None)
 
     def sources(self) -> dict:
         """Image set name (manifest.CANDIDATE_SETS: target_members, ...) -> source, for the sets it has."""
@@ -50,15 +51,30 @@ class Experiment:
         parts += [f"{name}={s.fingerprint()}" for name, s in self.sources().items()]
         return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
+    def population(self, role: str = "target") -> ImageSource | None:
+        """RMIA's population samples for the `role` model ("target" or "shadow"): images that neither it nor
+        the references trained on, the other side's non-members (the shadow's for the target, the target's
+        for the shadow). None where there are none, or where the manifest says a model trained on them."""
+        population = self.shadow_nonmembers if role == "target" else self.nonmembers
+        if population is None or self.manifest is None:
+            return population
+        trained = set(self.manifest.target_members if role == "target" else self.manifest.shadow_members)
+        if not self.manifest.online_references:
+            trained.update(*self.manifest.reference_members)
+        return None if trained & set(population.ids.tolist()) else population
+
     def available_attacks(self, varying_mask_ratio: bool = False) -> list[str]:
         """The attacks this experiment can run, in attacks.ATTACKS order: those with enough reference models
-        (calibrated needs one, LiRA two) and, for an encoder-only target, those needing no decoder.
+        (calibrated needs one, LiRA two), online references for the online ones, population samples for RMIA
+        (population) and, for an encoder-only target, those needing no decoder.
         varying_mask_ratio: only those whose result depends on the mask ratio (what a sweep takes).
         The CLI's --attacks auto and the dashboard both ask this."""
         return [name for name, cls in ATTACKS.items()
                 if len(self.references) >= cls.min_references
                 and (self.target.has_decoder or not cls.uses_distance)
-                and (cls.uses_mask_ratio or not varying_mask_ratio)]
+                and (cls.uses_mask_ratio or not varying_mask_ratio)
+                and (self.reference_ids is not None or not cls.online)
+                and (self.population() is not None or not cls.needs_population)]
 
     def describe(self) -> dict:
         """Names, formats, fingerprints and split sizes, for the overview page and reports."""
@@ -71,7 +87,8 @@ class Experiment:
                   for role, s in self.sources().items()},
             manifest=None if self.manifest is None else dict(
                 source=self.manifest.source, source_fingerprint=self.manifest.source_fingerprint,
-                seed=self.manifest.seed, reference_sets=len(self.manifest.reference_members)),
+                seed=self.manifest.seed, reference_sets=len(self.manifest.reference_members),
+                online_references=self.manifest.online_references),
             notes=list(self.notes),
         )
 
@@ -111,8 +128,10 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
     if sets["target_members"] is None or sets["target_nonmembers"] is None:
         raise ValueError("an experiment needs target members and non-members: give a manifest, or members and "
                          "nonmembers sources")
-    notes = []
-    if manifest is not None:
+    notes, reference_ids = [], None
+    if manifest is not None and manifest.online_references:
+        reference_ids = reference_training_ids(manifest, references)
+    elif manifest is not None:
         shadow_ids = set(manifest.shadow_members) | set(manifest.shadow_nonmembers)
         seen = [i for i, ref in enumerate(manifest.reference_members) if shadow_ids & set(ref)]
         if seen:
@@ -134,7 +153,27 @@ def load_experiment(target, shadow=None, references=(), manifest=None, data=None
                      f"run them, {target.decoder_howto}")
     return Experiment(name or Path(target.path).name, target, shadow, references,
                       sets["target_members"], sets["target_nonmembers"], sets["shadow_members"],
-                      sets["shadow_nonmembers"], manifest, notes)
+                      sets["shadow_nonmembers"], manifest, notes, reference_ids)
+
+
+def reference_training_ids(manifest: SplitManifest, references) -> list:
+    """Per reference model, the ids of the manifest's reference set it trained on: the set its provenance
+    names ("role": reference_<i>, as `mimmia train-references` and `mimmia train --role` write it), checked
+    against the fingerprint of its training ids where the provenance records one (training_ids)."""
+    out = []
+    for r in references:
+        role = r.provenance.get("role")
+        if not isinstance(role, str) or not role.startswith(REFERENCE_PREFIX):
+            raise ValueError(f"reference {r.path} does not say which reference set it trained on (no 'role' "
+                             f"{REFERENCE_PREFIX}<i> in its provenance); online attacks need to know, so train it "
+                             f"with `mimmia train-references --online` or `mimmia train --role {REFERENCE_PREFIX}<i>`")
+        ids = manifest.ids(role)
+        recorded = r.provenance.get("training_ids")
+        if recorded is not None and recorded != ids_fingerprint(ids):
+            raise ValueError(f"reference {r.path} trained on other ids than the manifest's {role} (training ids "
+                             f"fingerprint {recorded}, the manifest's {ids_fingerprint(ids)}): another manifest?")
+        out.append(ids)
+    return out
 
 
 def experiment_file_args(path) -> dict:
@@ -195,5 +234,5 @@ def load_demo_experiment(device=None, demo_dir=DEMO_DIR) -> Experiment:
                            data=data, device=device, name="demo")
 
 
-__all__ = ["Experiment", "load_experiment", "load_experiment_file", "experiment_file_args", "load_demo_experiment",
+__all__ = ["Experiment", "load_experiment", "reference_training_ids", "load_experiment_file", "experiment_file_args", "load_demo_experiment",
            "demo_models", "DEMO_DIR"]

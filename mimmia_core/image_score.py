@@ -14,7 +14,7 @@ def score_image(experiment, result, image, image_id: int, scorer) -> float:
     the references, and the score is finite.
 
     image: one image as a source holds it (data.load_image_bytes gives one); image_id: its mask seed id (masks are a function of (seed, id))."""
-    attack = make_attack(result.attack)
+    attack = make_attack(result.attack).bind(experiment)
     source = ArraySource(np.asarray(image)[None], ids=[int(image_id)], name="the uploaded image")
     refs = list(experiment.references) if attack.needs_references else []
     for model in (experiment.target, *refs):

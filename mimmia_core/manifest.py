@@ -16,7 +16,12 @@ Experiment.sources() and describe()["data"], the "role" column of scores.csv, an
 shadow -> shadow_members, reference_<i> -> reference_<i>; training_set()). In a bundle folder laid out
 like assets/demo the models live in models/target, models/shadow and models/ref-<i> (reference_folder(i);
 the short folder name is kept so bundles already built open unchanged).
+
+Offline references (online_references False, the default) exclude every candidate. Online references
+(online_references True, `mimmia train-references --online`) each train on a random half of a pool that
+includes the candidates, so each candidate is IN for about half of them; in_matrix(ids) says where.
 """
+import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -90,6 +95,7 @@ class SplitManifest:
     shadow_members: list             # both shadow lists may be empty: no shadow model
     shadow_nonmembers: list
     reference_members: list = field(default_factory=list)  # one id list per reference model
+    online_references: bool = False  # True: the references trained on candidates too (see in_matrix)
 
     def __post_init__(self):
         if not isinstance(self.source, str) or not isinstance(self.source_fingerprint, str):
@@ -101,6 +107,9 @@ class SplitManifest:
             raise ValueError(f"manifest: reference_members must be a list of id lists, one per reference model, "
                              f"got {type(self.reference_members).__name__}")
         self.reference_members = [_id_list(ref, reference_set(i)) for i, ref in enumerate(self.reference_members)]
+        if not isinstance(self.online_references, (bool, np.bool_)):
+            raise ValueError(f"manifest: online_references must be true or false, got {self.online_references!r}")
+        self.online_references = bool(self.online_references)
         if not self.target_members or not self.target_nonmembers:
             raise ValueError("manifest: target members and non-members must both be non-empty")
         if bool(self.shadow_members) != bool(self.shadow_nonmembers):
@@ -111,9 +120,15 @@ class SplitManifest:
         if set(self.shadow_members) & set(self.shadow_nonmembers):
             raise ValueError("manifest: shadow members and non-members overlap")
         for i, ref in enumerate(self.reference_members):
-            if candidates & set(ref):
+            if candidates & set(ref) and not self.online_references:
                 raise ValueError(f"manifest: reference model {i} was trained on target candidates; "
-                                 f"calibration needs references that exclude them")
+                                 f"calibration needs references that exclude them (or online_references: true)")
+
+    def in_matrix(self, ids) -> np.ndarray:
+        """(R, N) bool: whether reference r trained on image ids[n] (all False for offline references)."""
+        ids = as_ids(ids, "in_matrix ids")
+        return np.stack([np.isin(ids, ref) for ref in self.reference_members]) if self.reference_members \
+            else np.zeros((0, len(ids)), dtype=bool)
 
     def ids(self, role: str) -> np.ndarray:
         if role.startswith(REFERENCE_PREFIX):
@@ -196,6 +211,13 @@ def _id_list(ids, role: str) -> list:
     if len(set(out)) != len(out):
         raise ValueError(f"manifest: {role} lists an id more than once")
     return out
+
+
+def ids_fingerprint(ids) -> str:
+    """16 hex digits naming a list of image ids (in its order): what a model's provenance records of the ids it
+    trained on ("training_ids"), so a loader can check it against a manifest's set."""
+    ids = as_ids(ids, "ids")
+    return hashlib.sha256(ids.astype("<i8").tobytes()).hexdigest()[:16]
 
 
 def make_split(source, source_spec: str | None, n_members: int, n_nonmembers: int, n_references: int = 0,

@@ -40,6 +40,7 @@ def attack_scores(experiment, attack, spec) -> list[tuple]:
     if experiment.shadow is not None:
         pairs += [(experiment.shadow, s) for s in (experiment.shadow_members, experiment.shadow_nonmembers)
                   if s is not None]
+    pairs += attack.population_pairs(experiment)  # RMIA: each side's population samples
     pairs += [(ref, source) for ref in refs for _, source in list(pairs)]
     if not attack.uses_mask_ratio:  # unmasked: one masked patch, whatever the spec's ratio
         return [(m, s, replace(spec, mask_ratio=smallest_mask_ratio(m.config.num_patches))) for m, s in pairs]

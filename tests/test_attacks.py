@@ -173,7 +173,8 @@ def test_sweep_marks_the_best_ratio():
 
 
 def test_every_attack_is_registered():
-    assert set(ATTACKS) == {"paper", "calibrated", "lira", "encodermi", "unmasked"}
+    assert set(ATTACKS) == {"paper", "calibrated", "lira", "rmia", "lira_online", "rmia_online", "encodermi",
+                            "unmasked"}
 
 
 def test_run_attack_end_to_end_for_every_attack(tmp_path, experiment_writer):
@@ -197,7 +198,13 @@ def test_run_attack_end_to_end_for_every_attack(tmp_path, experiment_writer):
     }
     x_r = np.stack([np.log(r.per_mask).mean(0) for r in refs])
     want["lira"] = (x_r.mean(0) - np.log(target.per_mask).mean(0)) / np.sqrt(x_r.var(0, ddof=1).mean())
-    for name in ATTACKS:
+    z_t = score_images(exp.target.model, exp.shadow_nonmembers, spec)  # RMIA's population: the shadow's non-members
+    z_r = [score_images(r.model, exp.shadow_nonmembers, spec) for r in exp.references]
+    tau = np.median([r.per_mask for r in z_r])
+    log_lr = lambda t, rs: (-t.per_mask / tau - np.log(np.mean([np.exp(-r.per_mask / tau) for r in rs], 0))).mean(0)
+    want["rmia"] = (log_lr(z_t, z_r)[None, :] < log_lr(target, refs)[:, None]).mean(1)
+    assert exp.available_attacks() == [a for a in ATTACKS if not ATTACKS[a].online]  # the references are offline
+    for name in exp.available_attacks():
         r = run_attack(name, exp, spec, scorer)
         assert r.attack == name and r.member_ids.tolist() == exp.members.ids.tolist()
         assert r.member_scores == pytest.approx(want[name], rel=1e-5), name

@@ -6,6 +6,7 @@
   inspect     describe a checkpoint (any supported format)
   train       pre-train an MAE (target, shadow or reference) on a source or a manifest role
   build-demo  rebuild the bundled demo (assets/demo)
+  train-references  train R reference MAEs, offline or online, for a manifest's candidates (mimmia_core.farm)
   fit-decoder fit a fresh decoder to a frozen encoder-only target on the adversary's data
 
 Each module registers its commands; this one parses, dispatches, and turns a bad input into one line and exit 2.
@@ -22,10 +23,10 @@ from pathlib import Path
 from ..checkpoint import MissingSettingsError
 from ..distributed import RankFailed, barrier, env_world_size, finish, init_from_env, shutdown
 from ..paths import check_output_dir, check_output_file
-from . import audit, decoder, training
+from . import audit, decoder, references, training
 from .common import MODEL_FLAGS, ProgressBar
 
-COMMAND_MODULES = (audit, training, decoder)
+COMMAND_MODULES = (audit, training, decoder, references)
 SHARDED_COMMANDS = ("attack", "sweep", "score")  # under torchrun: the images sharded across the ranks
 
 
