@@ -96,11 +96,13 @@ def _run_on_ranks(args) -> int:
                 silence.enter_context(contextlib.redirect_stdout(quiet))
                 silence.enter_context(contextlib.redirect_stderr(quiet))
             code, failure = _run(args, check_out=rank == 0)
+        try:
             finish(failure)
+        except RuntimeError as e:  # the group broke (a rank died; torchrun stops the job): this rank says why
+            print(f"mimmia {args.command}: error: rank {rank} lost the other ranks ({e})"
+                  + (f"; its own failure: {failure[1]}" if failure else ""), file=sys.stderr)
+            return failure[2] if failure else 1
         return code
-    except RuntimeError as e:  # the group broke (a rank died): torchrun stops the job; say why here
-        print(f"mimmia {args.command}: error: rank {rank}: lost the other ranks ({e})", file=sys.__stderr__)
-        return failure[2] if failure else 1
     except RankFailed as e:
         if rank == 0:
             print(f"mimmia {args.command}: {e.kind}: {e}", file=sys.stderr, flush=True)
