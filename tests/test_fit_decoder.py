@@ -118,6 +118,22 @@ def test_a_model_with_a_decoder_is_refused_unless_replaced(target):
     assert replaced.provenance["decoder_fitted"]["encoder"]["had_decoder"] is True
 
 
+def test_the_fresh_decoder_may_take_another_shape(target, tmp_path, capsys):
+    encoder = load_model(target["encoder"])
+    shape = {"decoder_embed_dim": 16, "decoder_depth": 2, "decoder_num_heads": 4}
+    fitted = fit_decoder(encoder, target["adversary"], **{**FIT, "epochs": 1}, decoder=shape)
+    assert {k: getattr(fitted.config, k) for k in shape} == shape and fitted.config.embed_dim == 32
+    assert fitted.provenance["decoder_fitted"]["decoder"] == {**shape, "norm_pix_loss": False}
+    assert encoder_fingerprint(fitted.model) == encoder_fingerprint(encoder.model)
+    with pytest.raises(ValueError, match=r"--decoder-config sets the fresh decoder's .* not \['embed_dim'\]"):
+        fit_decoder(encoder, target["adversary"], **FIT, decoder={"embed_dim": 16})
+    with pytest.raises(ValueError, match="--decoder-config: decoder width 16 is not divisible by its 3 heads"):
+        fit_decoder(encoder, target["adversary"], **FIT, decoder={"decoder_embed_dim": 16, "decoder_num_heads": 3})
+    code = main(["fit-decoder", "--encoder", str(target["encoder"]), "--data", f"npz:{target['root']}/adversary.npz",
+                 "--out", str(tmp_path / "out"), "--decoder-config", "decoder_depth=two", "--device", "cpu"])
+    assert code == 2 and "--decoder-config takes KEY=VALUE" in capsys.readouterr().err
+
+
 def test_bad_settings_are_refused(target):
     encoder = load_model(target["encoder"])
     with pytest.raises(ValueError, match="expects 16x16 with 1 channel"):

@@ -1,5 +1,6 @@
 """The decoder command: fit-decoder (a fresh decoder under a frozen released encoder, on the adversary's data)."""
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import numpy as np
 
 from ..checkpoint import load_model
 from ..data import open_source
-from ..fit_decoder import fit_decoder
+from ..fit_decoder import DECODER_FIELDS, fit_decoder
 from ..manifest import CANDIDATE_SETS, SplitManifest
 from .common import SETTINGS_HELP, parse_device
 
@@ -36,6 +37,20 @@ def adversary_data(data: str | None, manifest: str | None, sets: str | None):
     return source.subset(ids, name=f"{source.name}/{'+'.join(names)}"), provenance
 
 
+def decoder_settings(items) -> dict:
+    """["decoder_depth=2", "norm_pix_loss=true"] -> dict, values parsed as JSON."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not (sep and key):
+                raise ValueError(item)
+            out[key] = json.loads(value)
+        except ValueError:  # json.JSONDecodeError is one
+            raise ValueError(f"--decoder-config takes KEY=VALUE with a number or true/false, got {item!r}") from None
+    return out
+
+
 def cmd_fit_decoder(args) -> int:
     device = parse_device(args.device)
     source, provenance = adversary_data(args.data, args.manifest, args.sets)
@@ -46,7 +61,8 @@ def cmd_fit_decoder(args) -> int:
     fitted = fit_decoder(encoder, source, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                          mask_ratio=args.mask_ratio, seed=args.seed, device=device,
-                         replace_decoder=args.replace_decoder, out_dir=args.out, provenance=provenance)
+                         replace_decoder=args.replace_decoder, decoder=decoder_settings(args.decoder_config),
+                         out_dir=args.out, provenance=provenance)
     losses = fitted.provenance["decoder_fitted"]["losses"]
     print(f"fitted a decoder to the encoder of {encoder.path} on {len(source)} images of {source.name}: loss "
           f"{losses[0]:.4f} after the first epoch, {losses[-1]:.4f} after {len(losses)}; saved to {args.out}")
@@ -68,6 +84,9 @@ def register(sub) -> None:
                                                 f" all the adversary holds)")
     p.add_argument("--replace-decoder", action="store_true",
                    help="the encoder's model has a decoder: discard it and fit a fresh one (else refused)")
+    p.add_argument("--decoder-config", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"the fresh decoder's shape or target space, one of {', '.join(DECODER_FIELDS)} (repeat; "
+                        f"default: the encoder config's)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (after warmup, then cosine)")
