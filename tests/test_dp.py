@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from opacus import GradSampleModule
 from opacus.accountants import RDPAccountant
 from opacus.optimizers import DPOptimizer
 
@@ -155,3 +156,28 @@ def test_undefended_model_names_no_defense(tiny_config, smooth_source, tmp_path)
     train_mae(build_model(tiny_config, seed=0), smooth_source(8), cfg, out_dir=tmp_path, progress=False)
     loaded = load_model(tmp_path, "cpu")
     assert loaded.provenance["defenses"] == [] and describe_checkpoint(loaded)["defense"] == "none"
+
+
+def test_dp_resume_continues_the_run_and_refuses_another_noise(tiny_config, smooth_source, tmp_path):
+    source = smooth_source(8)
+    cfg = lambda epochs, **dp: TrainConfig(epochs=epochs, batch_size=2, lr=1e-3, min_lr=1e-3, warmup_epochs=0,
+                                           keep_state=True, dp=DPConfig(**dp))  # a constant rate: schedules agree
+    train = lambda config, out=None, resume=False: train_mae(build_model(tiny_config, seed=0), source, config,
+                                                             out_dir=out, resume=resume, progress=False)
+    whole = train(cfg(3, noise_multiplier=0.7))
+    train(cfg(2, noise_multiplier=0.7), tmp_path / "a")
+    assert train(cfg(3, noise_multiplier=0.7), tmp_path / "a", resume=True) == whole
+    record = next(d for d in load_model(tmp_path / "a", "cpu").provenance["defenses"] if d["name"] == "dp-sgd")
+    assert record["epsilon"] == pytest.approx(plan_dp(DPConfig(noise_multiplier=0.7), 8, 2, 3).epsilon(3))
+    with pytest.raises(ValueError, match="another recipe"):
+        train(cfg(4, noise_multiplier=0.5), tmp_path / "a", resume=True)
+    train(cfg(2, epsilon=8.0), tmp_path / "b")
+    with pytest.raises(ValueError, match="dp_noise_multiplier"):  # a target epsilon over more epochs: more noise
+        train(cfg(3, epsilon=8.0), tmp_path / "b", resume=True)
+
+
+def test_opacus_grad_sample_module_refuses_this_mae(tiny_config):
+    """Why mimmia_core.dp computes per-sample gradients itself: Opacus's wrapper takes the MAE's top module
+    (raw cls_token and mask_token) as one functorch layer, and refuses it for its buffers."""
+    with pytest.raises(NotImplementedError, match="buffers"):
+        GradSampleModule(build_model(tiny_config))
