@@ -14,7 +14,7 @@ probability q = batch_size / N (UniformWithReplacementSampler), for N // batch_s
 The RDP accountant is given that q and the steps taken. The noise is seeded (not secure_mode).
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -53,6 +53,16 @@ class DPConfig:
             _positive(self.epsilon, "--dp-epsilon")
         if self.delta is not None and not 0 < float(self.delta) < 1:
             raise ValueError(f"--dp-delta must lie strictly between 0 and 1, got {self.delta!r}")
+
+
+def as_dp_config(value) -> DPConfig | None:
+    """None, a DPConfig, or a dict of DPConfig's fields (a study's JSON) as a DPConfig."""
+    if value is None or isinstance(value, DPConfig):
+        return value
+    names = [f.name for f in fields(DPConfig)]
+    if not isinstance(value, dict) or set(value) - set(names):
+        raise ValueError(f"dp takes a DPConfig or a dict of {', '.join(names)}, got {value!r}")
+    return DPConfig(**value)
 
 
 @dataclass(frozen=True)
@@ -145,5 +155,5 @@ def dp_backward(model, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tenso
     return losses.mean()
 
 
-__all__ = ["DPConfig", "DPRun", "plan_dp", "make_private", "reseed_noise", "poisson_batches", "per_sample_grads",
+__all__ = ["DPConfig", "as_dp_config", "DPRun", "plan_dp", "make_private", "reseed_noise", "poisson_batches", "per_sample_grads",
            "dp_backward"]

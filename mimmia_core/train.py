@@ -21,7 +21,7 @@ from .augment import CROP_RATIO, CROP_SCALE, augment, check_augment
 from .checkpoint import CheckpointError, save_checkpoint, torch_load_checked
 from .data import ImageSource
 from .distributed import init_from_env
-from .dp import DPConfig, DPRun, dp_backward, make_private, plan_dp, poisson_batches, reseed_noise
+from .dp import DPConfig, DPRun, as_dp_config, dp_backward, make_private, plan_dp, poisson_batches, reseed_noise
 from .masking import check_mask_ratio, check_seed, check_visible
 from .model import MaskedAutoencoderViT
 
@@ -55,8 +55,7 @@ class TrainConfig:
     def __post_init__(self):
         check_mask_ratio(self.mask_ratio)
         check_augment(self.augment)
-        if isinstance(self.dp, dict):
-            self.dp = DPConfig(**self.dp)
+        self.dp = as_dp_config(self.dp)
         if self.dp is not None and (self.clip_grad or self.compile):
             raise ValueError("DP-SGD clips each sample's gradient (--dp-clip) and runs uncompiled; "
                              "drop --clip-grad and --compile")
@@ -243,7 +242,9 @@ def _resume(path: Path, model: MaskedAutoencoderViT, optimizer, recipe: dict) ->
     changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k) != v}
     if changed:
         raise ValueError(f"{path} was trained with another recipe (was, now): {changed}; resume with the same "
-                         f"settings, only epochs, save_epochs and keep_state may change")
+                         f"settings, only epochs, save_epochs and keep_state may change"
+                         + (" (with --dp-epsilon, epochs set the noise: keep them)" if "dp_noise_multiplier" in changed
+                            else ""))
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

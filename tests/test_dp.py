@@ -125,6 +125,8 @@ def test_dp_config_refuses(kwargs, flag):
 def test_dp_refuses_per_batch_clipping():
     with pytest.raises(ValueError, match="--clip-grad"):
         TrainConfig(clip_grad=1.0, dp=DPConfig(noise_multiplier=1.0))
+    with pytest.raises(ValueError, match="dp takes a DPConfig or a dict of max_grad_norm"):
+        TrainConfig(dp={"eps": 1.0})  # a study's misspelt setting
 
 
 @pytest.mark.parametrize("flags, message", [
