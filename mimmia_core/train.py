@@ -1,7 +1,10 @@
 """MAE pre-training: AdamW, linear warmup then half-cycle cosine, per iteration.
 
 One plain loop for target, shadow and reference models alike. bf16 autocast on
-CUDA, fp32 on CPU; DistributedDataParallel when launched by torchrun.
+CUDA, fp32 on CPU; DistributedDataParallel when launched by torchrun. Defenses are
+options: DP-SGD (mimmia_core.dp), MAE's crop-and-flip augmentation
+(mimmia_core.augment), weight decay, and early stopping by epoch snapshots; each
+checkpoint names those it had in provenance["defenses"].
 """
 import io
 import math
