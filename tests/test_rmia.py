@@ -34,10 +34,13 @@ def test_rmia_log_ratio_by_hand():
 
 def test_rmia_scores_count_population_samples_strictly_below():
     z = np.array([0.5, 1.5, 2.0, -1.0])
+    x = np.array([0.0, 0.5, 1.0, 2.5])
     # x = 0: only -1 is below -> 1/4; x = 0.5: 0.5 itself is a tie, not counted -> 1/4; x = 2.5: all four
-    assert rmia_scores(np.array([0.0, 0.5, 1.0, 2.5]), z).tolist() == [0.25, 0.25, 0.5, 1.0]
+    assert rmia_scores(x, z, tie_break=False).tolist() == [0.25, 0.25, 0.5, 1.0]
     # gamma = e: LR(x) / LR(z) > e  <=>  log LR(z) < log LR(x) - 1
-    assert rmia_scores(np.array([0.0, 1.0, 2.5]), z, gamma=np.e).tolist() == [0.0, 0.25, 0.5]
+    assert rmia_scores(x[[0, 2, 3]], z, gamma=np.e, tie_break=False).tolist() == [0.0, 0.25, 0.5]
+    # the tie-break adds (1 + x / (1 + |x|)) / 16: 1/16, (4/3)/16, (3/2)/16, (12/7)/16, ordering the two at 1/4
+    assert rmia_scores(x, z) == pytest.approx([0.3125, 0.25 + 1 / 12, 0.59375, 1 + 3 / 28])
     with pytest.raises(ValueError, match="gamma > 0"):
         rmia_scores(np.array([0.0]), z, gamma=0.0)
 
