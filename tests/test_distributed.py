@@ -3,6 +3,7 @@ torchrun with 2 gloo processes on CPU: bit-identical outputs and cache to one pr
 that fails the job, names itself, and leaves nothing in the cache."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,20 @@ def torchrun(args: list, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "mimmia_core", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
+
+
+def two_ranks(args: list, cwd: Path) -> list:
+    """[(exit code, stderr)] of ranks 0 and 1 of `mimmia ARGS`, started with the environment torchrun gives
+    them (no agent that stops the others when one exits)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [subprocess.Popen([sys.executable, "-m", "mimmia_core", *map(str, args)], cwd=cwd, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stderr=subprocess.PIPE)
+             for r in (0, 1)]
+    return [(p.wait(timeout=300), p.stderr.read()) for p in procs]
 
 
 def cache_arrays(folder: Path) -> dict:
@@ -129,12 +144,26 @@ def test_a_failing_rank_fails_the_job_and_caches_nothing(experiment, tmp_path):
     for i, name in enumerate("abcd"):  # b.png, at position 1, is in rank 1's shard
         side = 12 if name == "b" else 16
         Image.fromarray(np.full((side, side), 40 * i, np.uint8)).save(folder / f"{name}.png")
-    run = torchrun(["score", "--model", experiment["target"], "--data", f"folder:{folder}", "--num-masks", "2",
-                    "--device", "cpu", "--out", tmp_path / "s.csv", "--cache-dir", tmp_path / "c"], tmp_path)
-    assert run.returncode != 0
-    failed = [line for line in run.stderr.splitlines() if line.startswith("mimmia score: error:")]
-    assert failed == [f"mimmia score: error: rank 1 failed: {folder / 'b.png'} is 12x12 pixels but a.png is "
-                      f"16x16; all images must have one size (or pass resize=(height, width))"]
-    assert "exitcode  : 2" in run.stderr  # both ranks exit with the failed rank's code: a bad input
+    args = ["score", "--model", experiment["target"], "--data", f"folder:{folder}", "--num-masks", "2",
+            "--device", "cpu", "--out", tmp_path / "s.csv", "--cache-dir", tmp_path / "c"]
+    (code0, err0), (code1, err1) = two_ranks(args, tmp_path)
+    assert (code0, code1) == (2, 2)  # every rank exits with the failed rank's code (2: a bad input)
+    assert [line for line in err0.splitlines() if "mimmia" in line] == [f"mimmia score: error: rank 1 failed: {folder / 'b.png'} is 12x12 pixels but "
+                                 f"a.png is 16x16; all images must have one size (or pass resize=(height, width))"]
+    assert err1 == ""  # rank 1 is silent: rank 0 says why
     assert not (tmp_path / "s.csv").exists()
+    assert not list((tmp_path / "c").glob("*.npz"))
+    run = torchrun(args, tmp_path)  # under torchrun itself
+    assert run.returncode != 0 and f"rank 1 failed: {folder / 'b.png'} is 12x12" in run.stderr
+
+
+def test_rank_0_failing_before_scoring_stops_the_ranks_that_score(experiment, tmp_path):
+    """Rank 0 refuses --out (a folder, for score) before any scoring; rank 1, which checks no --out, is in its
+    first exchange by then, and gets the failure there."""
+    (code0, err0), (code1, err1) = two_ranks(["score", "--model", experiment["target"], "--data",
+                                              f"npz:{experiment['data']}", "--num-masks", "2", "--device", "cpu",
+                                              "--out", tmp_path, "--cache-dir", tmp_path / "c"], tmp_path)
+    assert (code0, code1) == (2, 2)
+    assert err0.startswith(f"mimmia score: error: rank 0 failed: --out {tmp_path} is a folder; give a file name")
+    assert err1 == ""
     assert not list((tmp_path / "c").glob("*.npz"))
