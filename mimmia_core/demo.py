@@ -96,7 +96,7 @@ def precompute_scores(demo_dir=DEMO_DIR, mask_ratios=SWEEP_RATIOS, num_masks: in
     exp = load_demo_experiment("cpu", demo_dir)
     scorer = Scorer("cpu", cache=cache, store_distances=("masked_mse",))
     for ratio in mask_ratios:
-        for attack in ("paper", "calibrated", "lira"):
+        for attack in ("paper", "calibrated", "lira", "rmia"):  # rmia adds each side's population samples
             run_attack(attack, exp, ScoreSpec(ratio, num_masks, seed), scorer)
     baselines = Scorer("cpu", cache=cache, store_distances=("all_mse",))
     for attack in ("encodermi", "unmasked"):
