@@ -23,7 +23,8 @@ results = widgets.results(exp, exp_key, chosen, spec, aggregate)
 missing = sorted(set(ATTACKS) - set(available))
 if missing:
     st.caption(f"Not available for this experiment: {', '.join(missing)} (calibrated needs one reference model, "
-               f"LiRA two).")
+               f"LiRA two; RMIA population samples, the shadow's non-members; the online attacks references trained "
+               f"online, with `mimmia train-references --online`).")
 if not results:
     st.info("Pick at least one attack.")
     st.stop()
