@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_write_text
 from .checkpoint import CheckpointError, load_own_checkpoint, model_fingerprint, save_checkpoint
 from .config import get_config
 from .data import open_source
@@ -35,6 +36,7 @@ from .model_ref import check_settings
 from .train import TrainConfig, train_mae
 
 MANIFEST_FILE = "manifest.json"
+WORK_STAMP = "farm_work.json"  # in a reference's work folder: the recipe and ids its training state belongs to
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,17 @@ def _one_process_training():
             os.environ["WORLD_SIZE"] = saved
 
 
+def _work_dir(work: Path, recipe: FarmRecipe, ids) -> Path:
+    """Where reference training runs and resumes from (train_mae's state); a state left by another recipe or
+    other ids is removed, so it is never resumed."""
+    stamp = json.dumps({"farm_recipe": recipe.to_dict(), "training_ids": ids_fingerprint(ids)}, sort_keys=True)
+    if work.exists() and (not (work / WORK_STAMP).exists() or (work / WORK_STAMP).read_text() != stamp):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / WORK_STAMP, stamp)
+    return work
+
+
 def train_reference(out_dir, data_spec: str, ids: list, recipe: FarmRecipe, index: int, device=None,
                     progress: bool = False) -> dict:
     """Train reference `index` on `ids` of the source `data_spec` into out_dir/ref-<index>, unless finished.
@@ -136,7 +149,7 @@ def train_reference(out_dir, data_spec: str, ids: list, recipe: FarmRecipe, inde
         members = source.subset(ids, name=f"{source.name}/{role}")
         config = get_config(recipe.preset, **check_settings(recipe.config, "farm recipe config"))
         cfg = recipe.train_config(index)
-        work = Path(out_dir) / f".{path.name}.training"
+        work = _work_dir(Path(out_dir) / f".{path.name}.training", recipe, ids)
         with _one_process_training():
             train_mae(build_model(config, seed=cfg.seed), members, cfg, out_dir=work, resume=True, progress=progress,
                       device=device, provenance={"role": role, "manifest": MANIFEST_FILE, "data_spec": data_spec,

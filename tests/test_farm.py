@@ -101,7 +101,9 @@ def test_a_killed_farm_resumes_and_retrains_only_what_is_missing(farm, tmp_path)
     root, _, done = farm
     refs = shutil.copytree(root / "refs", tmp_path / "refs")
     (refs / "ref-1" / "model.safetensors").write_bytes(b"cut short")   # killed while writing (corrupt weights)
-    shutil.rmtree(refs / "ref-3")                                       # killed before it started
+    shutil.rmtree(refs / "ref-3")                                       # killed while training, under
+    (refs / ".ref-3.training").mkdir()                                  # another recipe: its state is not resumed
+    (refs / ".ref-3.training" / "train_state.pt").write_bytes(b"another recipe's state")
     meta = json.loads((refs / "ref-2" / "mimmia.json").read_text())
     meta["provenance"]["farm_recipe"]["epochs"] = 2                     # trained under another recipe
     (refs / "ref-2" / "mimmia.json").write_text(json.dumps(meta))
@@ -110,6 +112,7 @@ def test_a_killed_farm_resumes_and_retrains_only_what_is_missing(farm, tmp_path)
     assert [r["status"] for r in again] == ["kept", "trained", "trained", "trained"]
     # the same seeds, data and one CPU thread: retraining gives the weights the first run made
     assert [r["fingerprint"] for r in again] == [r["fingerprint"] for r in done]
+    assert not (refs / ".ref-3.training").exists()
     assert [r["status"] for r in train_references(root / "split.json", COUNT, refs, online=True, recipe=RECIPE,
                                                   extra=EXTRA, progress=False)] == ["kept"] * COUNT
 
@@ -124,7 +127,7 @@ def test_online_attacks_run_on_the_farms_references(farm, tmp_path):
     written = SplitManifest.load(root / "refs" / "manifest.json")
     assert [ids.tolist() for ids in exp.reference_ids] == written.reference_members[::-1]  # by role, not order
     assert {"rmia", "lira_online", "rmia_online"} <= set(exp.available_attacks())
-    for name in ("lira_online", "rmia_online", "lira", "rmia"):
+    for name in ("lira_online", "rmia_online", "calibrated", "lira", "rmia"):  # offline ones: the OUT references
         result = run_attack(name, exp, ScoreSpec(0.75, 2, 0), Scorer("cpu"))
         assert np.isfinite(result.member_scores).all() and result.threshold is not None
     offline = load_experiment(target, shadow, refs, manifest=root / "split.json", device="cpu")  # not online
