@@ -115,3 +115,28 @@ def heatmap_figure(grid: np.ndarray, title: str, zmax: float | None = None, heig
                       yaxis=dict(autorange="reversed", scaleanchor="x", showticklabels=False),
                       xaxis=dict(showticklabels=False))
     return fig
+
+
+def study_figure(rows: list, metric: str, y_title: str, x_title: str, scale: str, selected=None,
+                 height: int = 360) -> go.Figure:
+    """One study's curve: `metric` per point against its variable, with 95% intervals where the rows have
+    them (`<metric>_lo`, `_hi`); log x when the variable spans decades, categories when it is no number.
+    The selected point (a label) is ringed."""
+    xs = [r["label"] if scale == "category" else r["value"] for r in rows]
+    ys = [r[metric] for r in rows]
+    has_ci = all(r.get(f"{metric}_lo") is not None for r in rows if r[metric] is not None)
+    error = dict(type="data", symmetric=False, array=[(r[f"{metric}_hi"] or 0) - (r[metric] or 0) for r in rows],
+                 arrayminus=[(r[metric] or 0) - (r[f"{metric}_lo"] or 0) for r in rows]) if has_ci else None
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=ys, mode="lines+markers", error_y=error, marker=dict(size=9, color=PALETTE[0]),
+                    line=dict(color=PALETTE[0]), name=y_title, text=[r["label"] for r in rows],
+                    hovertemplate="%{text}: %{y:.3f}<extra></extra>")
+    for x, y, r in zip(xs, ys, rows):
+        if r["label"] == selected and y is not None:
+            fig.add_scatter(x=[x], y=[y], mode="markers", marker=dict(size=18, color="rgba(0,0,0,0)",
+                                                                     line=dict(color="black", width=2)),
+                            name="selected point", hoverinfo="skip")
+    xaxis = dict(title=_wrap(x_title), type={"log": "log", "category": "category"}.get(scale, "linear"))
+    fig.update_layout(height=height, xaxis=xaxis, yaxis=dict(title=_wrap(y_title), rangemode="tozero"),
+                      showlegend=False, **LAYOUT)
+    return fig

@@ -9,6 +9,7 @@
   train-references  train R reference MAEs, offline or online, for a manifest's candidates (mimmia_core.farm)
   fit-decoder fit a fresh decoder to a frozen encoder-only target on the adversary's data
   utility     a model's linear-probe accuracy and held-out reconstruction loss (mimmia_core.utility)
+  study       one of the paper's questions as a grid: train, attack, write study.json + study.csv
 
 Each module registers its commands; this one parses, dispatches, and turns a bad input into one line and exit 2.
 Under torchrun (WORLD_SIZE > 1) attack, sweep and score run on every rank with the images sharded across
@@ -24,10 +25,10 @@ from pathlib import Path
 from ..checkpoint import MissingSettingsError
 from ..distributed import RankFailed, barrier, env_world_size, finish, init_from_env, shutdown
 from ..paths import check_output_dir, check_output_file
-from . import audit, decoder, references, training, utility
+from . import audit, decoder, references, study, training, utility
 from .common import MODEL_FLAGS, ProgressBar
 
-COMMAND_MODULES = (audit, training, decoder, references, utility)
+COMMAND_MODULES = (audit, training, decoder, references, utility, study)
 SHARDED_COMMANDS = ("attack", "sweep", "score")  # under torchrun: the images sharded across the ranks
 
 

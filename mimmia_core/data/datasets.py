@@ -1,4 +1,5 @@
-"""Datasets on disk: Fashion-MNIST IDX files, torchvision's layouts, .npz files and the bundled demo."""
+"""Datasets on disk: Fashion-MNIST IDX files, torchvision's layouts, .npz files, the bundled demo, and
+scikit-learn's digits (another distribution, for shadow studies)."""
 import gzip
 import os
 import struct
@@ -7,6 +8,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
+from sklearn.datasets import load_digits as sklearn_digits
 
 from ..assets import DEMO_DIR
 from ..paths import require_exists
@@ -154,6 +157,18 @@ def load_npz(path, name: str | None = None) -> ArraySource:
     ids = as_ids(arrays["ids"], f"the 'ids' array of {path}") if "ids" in arrays else None
     source = ArraySource(arrays["images"], ids, arrays.get("labels"), name or path.stem)
     source.spec = f"npz:{path}"
+    return source
+
+
+def load_digits(size: int = 28) -> ArraySource:
+    """scikit-learn's 1,797 handwritten digits (8x8, ships with scikit-learn), upsampled bilinearly to
+    size x size grey uint8, ids 0..1796, labels 0..9: images from another distribution than Fashion-MNIST."""
+    digits = sklearn_digits()
+    small = torch.from_numpy(digits.images[:, None].astype(np.float32) / 16.0)
+    big = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    images = (big.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    source = ArraySource(images, np.arange(len(images)), digits.target, name="digits")
+    source.spec = "digits"
     return source
 
 

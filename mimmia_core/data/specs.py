@@ -1,9 +1,12 @@
 """Source specs: the short strings every data flag takes (demo, fashion-mnist:test, folder:PATH?mode=L, ...)."""
 import re
 
-from .datasets import SPLITS, TORCHVISION_SETS, load_demo, load_fashion_mnist, load_npz, load_torchvision
+import numpy as np
+
+from .datasets import SPLITS, TORCHVISION_SETS, load_demo, load_digits, load_fashion_mnist, load_npz, load_torchvision
 from .folder import MAX_SIDE, ImageFolderSource
 from .sources import ImageSource
+
 
 def _split_suffix(rest: str, spec: str) -> tuple[str, str]:
     """"ROOT:test" -> ("ROOT", "test"); no suffix means "train"."""
@@ -34,8 +37,32 @@ def _folder_options(query: str, spec: str) -> tuple:
     return options.get("mode"), resize
 
 
+def _classes(query: str, spec: str) -> tuple:
+    """"classes=5,7,8,9" -> (5, 7, 8, 9)."""
+    key, _, value = query.partition("=")
+    try:
+        classes = tuple(sorted({int(c) for c in value.split(",") if c.strip()}))
+    except ValueError:
+        classes = ()
+    if key != "classes" or not classes:
+        raise ValueError(f"bad source spec {spec!r}: a labelled source takes ?classes=A,B,... (whole numbers), "
+                         f"e.g. fashion-mnist:train?classes=5,7,8,9")
+    return classes
+
+
+def with_classes(source: ImageSource, classes: tuple, spec: str) -> ImageSource:
+    """The images of `source` whose label is one of `classes`, reopened by `spec`."""
+    if source.labels is None:
+        raise ValueError(f"source spec {spec!r}: {source.name} has no labels, so ?classes= cannot pick from it")
+    picked = source.subset(source.ids[np.isin(source.labels, classes)], name=f"{source.name}[{spec.partition('?')[2]}]")
+    if len(picked) == 0:
+        raise ValueError(f"source spec {spec!r}: no image of {source.name} has a label in {list(classes)}")
+    picked.spec = spec
+    return picked
+
+
 def open_source(spec: str) -> ImageSource:
-    """Open an image source from a short spec:
+    """Open an image source from a short spec; a labelled source (all but folder:) takes ?classes=A,B:
 
         demo                                  the bundled Fashion-MNIST subset
         fashion-mnist[:train|:test][@ROOT]    IDX files (default: $MIMMIA_FASHION_MNIST, Debian's copy)
@@ -44,12 +71,18 @@ def open_source(spec: str) -> ImageSource:
         cifar100:ROOT[:train|:test]           torchvision layout (ROOT/cifar-100-python)
         folder:PATH[?mode=L|RGB][&resize=HxW] image files under PATH (ImageFolderSource)
         npz:PATH                              an .npz with images [, ids, labels]
+        digits                                scikit-learn's digits, upsampled to 28x28
 
     The split defaults to train. The returned source's `.spec` reopens it.
     """
     if not isinstance(spec, str):
         raise ValueError(f"a source spec is a string such as 'demo' or 'npz:PATH', got {type(spec).__name__}")
     kind, _, rest = spec.partition(":")
+    if kind != "folder" and "?" in spec:
+        base, _, query = spec.partition("?")
+        return with_classes(open_source(base), _classes(query, spec), spec)
+    if spec == "digits":
+        return load_digits()
     if spec == "demo":
         return load_demo()
     if kind.startswith("fashion-mnist"):
@@ -66,5 +99,5 @@ def open_source(spec: str) -> ImageSource:
         return ImageFolderSource(path, *_folder_options(query, spec))
     if kind == "npz" and rest:
         return load_npz(rest)
-    raise ValueError(f"unknown source spec {spec!r}; use demo, fashion-mnist[:train|:test][@ROOT], "
+    raise ValueError(f"unknown source spec {spec!r}; use demo, digits, fashion-mnist[:train|:test][@ROOT], "
                      f"mnist|cifar10|cifar100:ROOT[:train|:test], folder:PATH or npz:PATH")

@@ -1,0 +1,80 @@
+"""The Studies page in AppTest: it renders a study folder's results (a tiny study run here, and every
+bundled study), and selecting a point shows that point's own numbers."""
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mimmia_core.assets import DEMO_DIR
+from mimmia_core.study import curve_rows, list_studies, load_study, load_study_spec, run_study
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_MODEL = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 32,
+              "decoder_depth": 1, "decoder_num_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory, tiny_bundle):
+    """A folder with one tiny two-point study (epochs 1 and 3 of one run) on the tiny bundle's images."""
+    root = tmp_path_factory.mktemp("studies")
+    data = tiny_bundle / "fashion_mnist_subset.npz"
+    spec = {"name": "tiny-epochs", "title": "Tiny epochs", "variable": "target.take_epoch", "variable_label": "epochs",
+            "base": {"data.target": f"npz:{data}", "data.members": 6, "data.nonmembers": 8, "data.references": 2,
+                     "target.config": TINY_MODEL, "target.epochs": 3, "target.save_epochs": [1],
+                     "target.batch_size": 6, "target.warmup_epochs": 0, "attack.num_masks": 2},
+            "points": [{"value": 1, "set": {"target.take_epoch": 1}}, {"value": 3, "set": {"target.take_epoch": 3}}]}
+    (root / "tiny.json").write_text(json.dumps(spec))
+    run_study(load_study_spec(str(root / "tiny.json")), root / "tiny-epochs", log=lambda line: None)
+    return root
+
+
+def page(folder, **state) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at.session_state["studies_folder"] = str(folder)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    return at.switch_page("app_pages/studies.py").run()
+
+
+def metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.fixture(autouse=True)
+def app_env(tiny_bundle, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("MIMMIA_EXPERIMENT", str(tiny_bundle))
+    monkeypatch.setenv("MIMMIA_CACHE", str(tmp_path_factory.getbasetemp() / "score_cache"))
+
+
+def test_selecting_a_point_shows_its_numbers(studies):
+    doc = load_study(studies / "tiny-epochs")
+    attack, ratio = doc["headline"]
+    rows = curve_rows(doc["points"], attack, ratio)
+    at = page(studies)
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    assert doc["finding"] in at.success[0].value
+    seen = []
+    for row in rows:
+        at.selectbox(key="studies_point").set_value(row["label"]).run()
+        assert not at.exception
+        assert metric(at, "AUC") == f"{row['auc']:.3f}"
+        assert metric(at, "TPR at 1% FPR") == "—"  # 8 non-members: 1% FPR is not measurable
+        members = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"][0]
+        seen.append(members["x"])
+        assert members["name"] == f"members (n={row['record']['results'][0]['n_members']})"
+    assert seen[0] != seen[1]  # the histogram's bins are the point's own scores
+
+
+def test_an_empty_folder_says_how_to_fill_it(tmp_path):
+    at = page(tmp_path)
+    assert not at.exception and "mimmia study" in at.info[0].value
+
+
+@pytest.mark.skipif(not list_studies(DEMO_DIR / "studies"), reason="the bundle ships no study results")
+def test_every_bundled_study_renders():
+    for name in list_studies(DEMO_DIR / "studies"):
+        at = page(DEMO_DIR / "studies", studies_name=name)
+        assert not at.exception and not at.error, (name, [e.value for e in at.exception])
+        assert load_study(DEMO_DIR / "studies" / name)["finding"] in at.success[0].value
