@@ -15,7 +15,7 @@ threads instead of ranks. On CUDA rank r runs on cuda:r (bf16); the default --ra
 Shapes: `demo`, the demo bundle's target (assets/demo/models/target, 28 px) on the demo images;
 `vit_b16_224`, a ViT-B/16 MAE with random weights on random smooth 224 px images. Before the table,
 every R-rank run's scores are checked against the 1-rank run's: bit-identical on CPU fp32, within bf16
-tolerance on CUDA.
+tolerance on CUDA (the threads row within 1e-5: more threads may round a large product differently).
 """
 import argparse
 import json
@@ -52,18 +52,20 @@ def workload(shape: str, images: int, device: torch.device) -> tuple:
             raise ValueError(f"--images {images}: the demo holds {len(source)} images")
         return load_model(DEMO_DIR / "models" / "target", device), source.subset(source.ids[:images], name="demo")
     model = build_model(get_config("mae_vit_base_patch16"), seed=0).to(device).eval()
-    _, uint8 = random_batch(model.config, images)
-    return LoadedModel(model, "random ViT-B/16", "mimmia"), ArraySource(uint8.numpy(), name="smooth224")
+    _, uint8 = random_batch(model.config, min(images, 256))
+    pixels = np.resize(uint8.numpy(), (images, *uint8.shape[1:]))  # 256 images over and over, each with its id
+    return LoadedModel(model, "random ViT-B/16", "mimmia"), ArraySource(pixels, name="smooth224")
 
 
 def worker(args) -> None:
     """One rank: a warm-up call, then `repeats` timed calls; rank 0 saves the times and the scores."""
     torch.set_num_threads(args.threads)
-    rank, _ = init_from_env()
+    rank, world = init_from_env()
     device = rank_device(torch.device(args.device))
     loaded, source = workload(args.shape, args.images, device)
     spec = ScoreSpec(num_masks=args.masks)
-    Scorer(device, batch_size=args.batch_size).scores(loaded, source.subset(source.ids[:8]), spec)
+    warm = source.ids[:min(len(source), args.batch_size * world)]  # a full batch on every rank
+    Scorer(device, batch_size=args.batch_size).scores(loaded, source.subset(warm), spec)
     times = []
     for _ in range(args.repeats):
         scorer = Scorer(device, batch_size=args.batch_size)  # a fresh memo: every call scores
@@ -97,14 +99,15 @@ def launch(args, ranks: int, threads: int, folder: Path) -> tuple[float, np.ndar
     return statistics.median(json.loads((folder / "times.json").read_text())), np.load(folder / "scores.npy")
 
 
-def check_agreement(name: str, scores: np.ndarray, reference: np.ndarray, exact: bool) -> str:
-    if exact:
+def check_agreement(name: str, scores: np.ndarray, reference: np.ndarray, rtol: float) -> str:
+    """rtol 0: bit-identical (ranks on CPU fp32, the same threads each); else the largest relative difference."""
+    if rtol == 0:
         if not np.array_equal(scores, reference):
             raise AssertionError(f"{name}: scores differ from 1 rank's (expected bit-identical on CPU fp32)")
         return "bit-identical to 1 rank"
     rel = float(np.max(np.abs(scores - reference) / np.maximum(np.abs(reference), 1e-12)))
-    if not rel <= 2e-2:
-        raise AssertionError(f"{name}: scores differ from 1 rank's by {rel:.3g} relative (bf16 allows 2e-2)")
+    if not rel <= rtol:
+        raise AssertionError(f"{name}: scores differ from 1 rank's by {rel:.3g} relative (allowed {rtol:g})")
     return f"max rel. diff to 1 rank {rel:.1e}"
 
 
@@ -125,7 +128,9 @@ def bench(args) -> None:
     base_rate = work / runs["1 rank"][1][0]
     rows, reference = [], runs["1 rank"][1][1]
     for name, (scale, (seconds, scores)) in runs.items():  # scale: how many times 1 rank's cores or GPUs
-        agree = check_agreement(name, scores, reference, exact=not cuda)
+        # bf16 on CUDA; more threads may sum a large product in another order (fp32 rounding)
+        rtol = 2e-2 if cuda else 1e-5 if "threads" in name else 0.0
+        agree = check_agreement(name, scores, reference, rtol)
         rate = work / seconds
         efficiency = rate / (scale * base_rate)
         rows.append({"variant": name, "rate": rate, "seconds": round(seconds, 4), "scale": scale,
