@@ -22,6 +22,7 @@ PAGES = [
     st.Page("app_pages/mask_ratio.py", title="Mask ratio", icon=":material/tune:"),
     st.Page("app_pages/exposed.py", title="Most exposed images", icon=":material/warning:"),
     st.Page("app_pages/studies.py", title="Studies", icon=":material/science:"),
+    st.Page("app_pages/defenses.py", title="Defenses", icon=":material/shield:"),
     st.Page("app_pages/models.py", title="Models", icon=":material/memory:"),
 ]
 

@@ -140,3 +140,29 @@ def study_figure(rows: list, metric: str, y_title: str, x_title: str, scale: str
     fig.update_layout(height=height, xaxis=xaxis, yaxis=dict(title=_wrap(y_title), rangemode="tozero"),
                       showlegend=False, **LAYOUT)
     return fig
+
+
+def tradeoff_figure(rows: list, x_title: str, selected=None, height: int = 440) -> go.Figure:
+    """Privacy against utility: TPR at 1% FPR (log x; AUC where not measurable is left out) against
+    linear-probe accuracy, a marker per point, the Pareto front as a line, the selected point ringed."""
+    shown = [r for r in rows if r["tpr"] is not None and r["probe_accuracy"] is not None]
+    fig = go.Figure()
+    front = sorted((r for r in shown if r["pareto"]), key=lambda r: r["tpr"])
+    if front:
+        fig.add_scatter(x=[max(r["tpr"], 1e-3) for r in front], y=[r["probe_accuracy"] for r in front],
+                        mode="lines", line=dict(color="#9e9e9e", dash="dot"), name="Pareto front", hoverinfo="skip")
+    fig.add_scatter(x=[max(r["tpr"], 1e-3) for r in shown], y=[r["probe_accuracy"] for r in shown],
+                    mode="markers+text", text=[r["label"] for r in shown], textposition="top center",
+                    marker=dict(size=11, color=[PALETTE[0] if r["pareto"] else PALETTE[1] for r in shown]),
+                    name="defense", customdata=[[r["tpr"], r["auc"]] for r in shown],
+                    hovertemplate="%{text}: TPR %{customdata[0]:.3f}, AUC %{customdata[1]:.3f}, "
+                                  "probe %{y:.1%}<extra></extra>")
+    for r in shown:
+        if r["label"] == selected:
+            fig.add_scatter(x=[max(r["tpr"], 1e-3)], y=[r["probe_accuracy"]], mode="markers", hoverinfo="skip",
+                            marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(color="black", width=2)),
+                            name="selected")
+    fig.update_layout(height=height, showlegend=False,
+                      xaxis=dict(title=_wrap(x_title), type="log"),
+                      yaxis=dict(title="linear-probe accuracy (higher = more useful)", tickformat=".0%"), **LAYOUT)
+    return fig

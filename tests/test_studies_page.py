@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mimmia_core.assets import DEMO_DIR
-from mimmia_core.study import curve_rows, list_studies, load_study, load_study_spec, run_study
+from mimmia_core.study import curve_rows, list_studies, load_study, load_study_spec, run_study, tradeoff_rows
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 32,
@@ -78,3 +78,32 @@ def test_every_bundled_study_renders():
         at = page(DEMO_DIR / "studies", studies_name=name)
         assert not at.exception and not at.error, (name, [e.value for e in at.exception])
         assert load_study(DEMO_DIR / "studies" / name)["finding"] in at.success[0].value
+
+
+@pytest.fixture(scope="module")
+def defenses(tmp_path_factory, tiny_bundle):
+    """A tiny defenses study: no defense, weight decay, and DP-SGD, with utility measured."""
+    root = tmp_path_factory.mktemp("defenses")
+    spec = {"name": "tiny-defenses", "variable": "defense", "scale": "category",
+            "base": {"data.target": f"npz:{tiny_bundle / 'fashion_mnist_subset.npz'}", "data.members": 6,
+                     "data.nonmembers": 8, "data.references": 2, "target.config": TINY_MODEL, "target.epochs": 2,
+                     "target.batch_size": 6, "target.warmup_epochs": 0, "attack.num_masks": 2, "utility": True},
+            "points": [{"value": "none"}, {"value": "wd", "set": {"target.weight_decay": 0.3}},
+                       {"value": "dp", "set": {"target.dp": {"noise_multiplier": 1.0}}}]}
+    (root / "d.json").write_text(json.dumps(spec))
+    run_study(load_study_spec(str(root / "d.json")), root / "defenses", log=lambda line: None)
+    return root / "defenses"
+
+
+def test_the_defenses_page_shows_each_points_numbers(defenses):
+    doc = load_study(defenses)
+    rows = tradeoff_rows(doc["points"], doc["headline"][0], doc["headline"][1])
+    at = page(defenses.parent, defenses_folder=str(defenses))
+    at = at.switch_page("app_pages/defenses.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    for row in rows:
+        at.selectbox(key="defenses_point").set_value(row["label"]).run()
+        assert metric(at, "AUC") == f"{row['auc']:.3f}"
+        assert metric(at, "Linear-probe accuracy") == f"{row['probe_accuracy']:.1%}"
+        assert metric(at, "Held-out loss") == f"{row['heldout_loss']:.4f}"
+    assert [r["record"]["settings"]["target"]["dp"] for r in rows][2] == {"noise_multiplier": 1.0}

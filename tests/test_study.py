@@ -8,7 +8,8 @@ import pytest
 
 from mimmia_core.cli import main
 from mimmia_core.data import FASHION_MNIST_DIRS
-from mimmia_core.study import BUILTIN_STUDIES, StudySpec, load_study, load_study_spec, point_scores, run_study
+from mimmia_core.study import (BUILTIN_STUDIES, StudySpec, load_study, load_study_spec, point_scores, run_study,
+                               tradeoff_rows, tradeoff_sentence)
 from mimmia_core.study.results import CSV_COLUMNS, finding
 from mimmia_core.study.spec import apply_settings, model_recipe
 from mimmia_core.study.split import draw_split
@@ -135,3 +136,20 @@ def test_study_cli_bad_inputs(argv, words, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def _record(label, auc, tpr, probe):
+    return {"id": label, "value": label, "label": label, "models": {"target": "x"},
+            "utility": None if probe is None else {"probe_accuracy": probe, "reconstruction_loss": 0.1},
+            "results": [{"attack": "lira", "mask_ratio": 0.75, "auc": auc, "balanced_accuracy": 0.5,
+                         "tpr_at": {"0.01": None if tpr is None else {"tpr": tpr, "lo": 0, "hi": 1}}}]}
+
+
+def test_the_pareto_front_and_the_sentence_by_hand():
+    records = [_record("none", 0.9, 0.40, 0.80), _record("wd", 0.8, 0.30, 0.80), _record("dp", 0.55, 0.02, 0.50),
+               _record("bad", 0.85, 0.35, 0.70), _record("unmeasured", 0.5, 0.1, None)]
+    rows = tradeoff_rows(records, "lira", 0.75)
+    assert [r["pareto"] for r in rows] == [False, True, True, False, False]  # wd beats none and bad outright
+    assert tradeoff_sentence(rows, "offline LiRA") == (
+        "Undefended (none), offline LiRA finds 40.0% of the members at 1% FPR (AUC 0.900). The strongest defense "
+        "here, dp, brings that to 2.0% (AUC 0.550) and costs 30.0% of linear-probe accuracy (80.0% to 50.0%).")

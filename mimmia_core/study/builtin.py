@@ -91,6 +91,28 @@ BUILTIN_STUDIES = {s.name: s for s in [
 ]}
 
 
+DEFENSES = [  # (value, label, settings); each model of a point (target, shadow, references) trains the same way
+    ("none", "no defense", {}),
+    ("wd-0.05", "weight decay 0.05", {"target.weight_decay": 0.05}),
+    ("wd-0.3", "weight decay 0.3", {"target.weight_decay": 0.3}),
+    ("crop-flip", "crop and flip", {"target.augment": "crop-flip"}),
+    ("stop-50", "early stop, epoch 50", {"target.take_epoch": 50}),
+    ("stop-100", "early stop, epoch 100", {"target.take_epoch": 100}),
+    ("data-x2", "2x data, same steps", {"data.members": 128, "target.epochs": 100, "target.warmup_epochs": 5}),
+    ("dp-eps-50", "DP-SGD, epsilon 50", {"target.dp": {"epsilon": 50.0, "max_grad_norm": 1.0}}),
+    ("dp-eps-8", "DP-SGD, epsilon 8", {"target.dp": {"epsilon": 8.0, "max_grad_norm": 1.0}}),
+]
+QUICK_DEFENSES = [("none", {}), ("wd-0.3", {"target.weight_decay": 0.3}), ("crop-flip", {"target.augment": "crop-flip"}),
+                  ("stop-1", {"target.take_epoch": 1}), ("dp-eps-8", {"target.dp": {"epsilon": 8.0}})]
+BUILTIN_STUDIES["defenses"] = StudySpec(
+    name="defenses", title="Defenses and what they cost", variable="defense", variable_label="defense",
+    points=[{"value": v, "label": label, "set": settings} for v, label, settings in DEFENSES],
+    base={**STUDY_BASE, "utility": True}, quick={"set": QUICK, "points": [{"value": v, "set": s}
+                                                                          for v, s in QUICK_DEFENSES]},
+    scale="category", question="What closes the leak, and what does it cost in representation quality?",
+    paper="Regularisation and early stopping reduce leakage only partly; the paper does not measure utility.")
+
+
 def load_study_spec(name_or_path: str) -> StudySpec:
     """A built-in study by name (BUILTIN_STUDIES) or a JSON file of StudySpec fields."""
     if name_or_path in BUILTIN_STUDIES:
