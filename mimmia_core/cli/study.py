@@ -3,6 +3,7 @@ import shlex
 import sys
 
 from ..study import BUILTIN_STUDIES, finding, load_study, load_study_spec, run_study
+from ..study.results import study_table
 from .common import parse_device
 
 
@@ -14,7 +15,8 @@ def cmd_study(args) -> int:
     path = run_study(spec, args.out, quick=args.quick, workers=args.jobs, device=parse_device(args.device),
                      log=lambda line: print(line, file=sys.stderr), command=command, work_dir=args.work)
     doc = load_study(path)
-    print(f"{spec.title}: {finding(spec, doc['points'])}")
+    print(study_table(doc["points"]))
+    print(f"\n{spec.title}: {finding(spec, doc['points'])}")
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
 

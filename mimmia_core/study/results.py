@@ -107,6 +107,34 @@ def finding(spec, records: list) -> str:
             f"{values[-1]:.3f} at {rows[-1][0]['label']} (highest at {best}).")
 
 
+def _tpr_text(m: dict) -> str:
+    t = m["tpr_at"].get("0.01")
+    return "—" if t is None else f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
+
+
+def study_table(records: list) -> str:
+    """A Markdown table, a row per point and mask ratio: each attack's AUC and TPR at 1% FPR [95% CI], the
+    paper attack's balanced accuracy at the shadow's threshold, and the utility where it was measured."""
+    attacks = list(dict.fromkeys(r["attack"] for rec in records for r in rec["results"]))
+    utility = any(rec.get("utility") for rec in records)
+    head = ["point", "mask ratio", *[f"{a} AUC | {a} TPR @ 1% FPR" for a in attacks], "paper balanced accuracy"]
+    head += ["linear probe | held-out loss"] if utility else []
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * sum(h.count("|") + 1 for h in head)]
+    for rec in records:
+        for ratio in sorted({r["mask_ratio"] for r in rec["results"]}):
+            by = {r["attack"]: r for r in rec["results"] if r["mask_ratio"] == ratio}
+            cells = [rec["label"], f"{ratio:g}"]
+            for a in attacks:
+                cells += [f"{by[a]['auc']:.3f}", _tpr_text(by[a])] if a in by else ["", ""]
+            paper = by.get("paper", {}).get("balanced_accuracy")
+            cells.append("" if paper is None else f"{paper:.3f}")
+            if utility:
+                u = rec.get("utility") or {}
+                cells += [f"{u['probe_accuracy']:.3f}", f"{u['reconstruction_loss']:.4f}"] if u else ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_study(root: Path, spec, records: list, *, quick: bool, command: str) -> list[Path]:
     """study.json (the spec, every finished point, the finding) and study.csv, atomically."""
     doc = dict(study=spec.to_dict(), quick=quick, command=command, mimmia_version=__version__,
