@@ -18,7 +18,7 @@ from ..train import default_device
 
 SETTINGS_HELP = ("settings a file cannot tell go after '?', as MAEConfig fields: "
                  "off.pth?decoder_num_heads=4&mean=0&std=1 (a list field takes mean=0.5,0.5,0.5)")
-MODEL_FLAGS = ("target", "shadow", "reference", "decoder_from", "model", "path")
+MODEL_FLAGS = ("target", "shadow", "reference", "decoder_from", "model", "path", "encoder")
 EXPERIMENT_FLAGS = ("demo", "bundle", "experiment")  # each brings its own models and data
 
 
