@@ -30,7 +30,9 @@ st.success(tradeoff_sentence(rows, widgets.label(attack)) + (" (quick run)" if d
 selected = st.selectbox("Point", [r["label"] for r in rows], key="defenses_point")
 st.plotly_chart(charts.tradeoff_figure(rows, f"TPR at 1% FPR, {widgets.label(attack)} (lower = more private)",
                                        selected), width="stretch", key="defenses_chart")
-st.caption("Red markers are on the Pareto front: no other defense leaks less and keeps more accuracy.")
+st.caption("Red markers are on the Pareto front: no other defense leaks less and keeps more accuracy. A TPR of 0 "
+           "is drawn at 0.001, the left edge of the log axis. With few members one member is a big step of TPR: "
+           "read the AUC beside it (All numbers).")
 
 row = next(r for r in rows if r["label"] == selected)
 result = next(r for r in row["record"]["results"] if r["attack"] == attack and r["mask_ratio"] == ratio)
