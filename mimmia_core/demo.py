@@ -5,9 +5,7 @@ the project's own training loop; every number it uses is a parameter here.
 """
 import io
 import json
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .manifest import SplitManifest, make_split
 from .config import get_config
 from .model import build_model
+from .parallel import run_in_processes
 from .scorer import Scorer
 from .scores import ScoreSpec
 from .train import TrainConfig, train_mae
@@ -72,14 +71,7 @@ def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnis
         [(f"ref-{i}", f"reference_{i}") for i in range(recipe.n_references)]
     jobs_args = [(out_dir, recipe, name, role, i, device, progress and jobs == 1) for i, (name, role) in
                  enumerate(roles)]
-    if jobs == 1:
-        for args in jobs_args:
-            _train_role(*args)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=torch.set_num_threads,
-                                 initargs=(1,)) as pool:
-            list(pool.map(_train_role, *zip(*jobs_args)))
+    run_in_processes(_train_role, jobs_args, jobs)
     atomic_write_text(out_dir / "recipe.json", json.dumps(asdict(recipe), indent=1))
     precompute_scores(out_dir, precompute_ratios)
     return out_dir

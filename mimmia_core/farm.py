@@ -15,10 +15,8 @@ one thread each) and over torchrun ranks: rank r of W trains references r, r + W
 (not DDP), on cuda:LOCAL_RANK where there is a GPU.
 """
 import json
-import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,6 +31,7 @@ from .data import open_source
 from .manifest import CANDIDATE_SETS, SplitManifest, ids_fingerprint, reference_folder, reference_set
 from .model import build_model
 from .model_ref import check_settings
+from .parallel import run_in_processes
 from .train import TrainConfig, train_mae
 
 MANIFEST_FILE = "manifest.json"
@@ -188,12 +187,7 @@ def train_references(manifest, count: int, out_dir, online: bool = False, recipe
     todo = [i for i in mine if not finished(out_dir / reference_folder(i), recipe, sets[i])]
     done = [train_reference(out_dir, spec, sets[i], recipe, i) for i in mine if i not in todo]  # kept as they are
     tasks = [(out_dir, spec, sets[i], recipe, i, device, progress and jobs == 1) for i in todo]
-    if jobs == 1 or len(tasks) < 2:
-        done += [train_reference(*t) for t in tasks]
-    else:
-        with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            done += list(pool.map(train_reference, *zip(*tasks)))
+    done += run_in_processes(train_reference, tasks, jobs)
     return sorted(done, key=lambda r: r["index"])
 
 

@@ -7,8 +7,6 @@ are jobs too, on a finished model's encoder.
 """
 import hashlib
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from ..config import get_config
 from ..data import open_source
 from ..fit_decoder import fit_decoder
 from ..model import build_model
+from ..parallel import run_in_processes
 from ..train import TrainConfig, train_mae
 
 TRAIN_FIELDS = ("epochs", "save_epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "mask_ratio", "augment",
@@ -114,19 +113,10 @@ def run_jobs(root: Path, jobs: list, *, workers: int = 1, device=None, log=print
     each) on the CPU, one process per GPU on CUDA."""
     todo = [j for j in dict.fromkeys(jobs) if not is_done(root, j)]
     for stage in ([j for j in todo if j.encoder is None], [j for j in todo if j.encoder is not None]):
-        if workers <= 1 or len(stage) <= 1:
-            for i, job in enumerate(stage):
-                run_job(root, job, device)
-                log(f"[{i + 1}/{len(stage)}] trained {job.describe()}")
-            continue
         devices = _devices(device, workers)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=torch.set_num_threads,
-                                 initargs=(1,)) as pool:
-            futures = [pool.submit(run_job, root, job, devices[i % len(devices)]) for i, job in enumerate(stage)]
-            for i, (job, future) in enumerate(zip(stage, futures)):
-                future.result()
-                log(f"[{i + 1}/{len(stage)}] trained {job.describe()}")
+        calls = [(root, job, devices[i % len(devices)]) for i, job in enumerate(stage)]
+        run_in_processes(run_job, calls, len(devices),
+                         on_done=lambda i, _, stage=stage: log(f"[{i + 1}/{len(stage)}] trained {stage[i].describe()}"))
 
 
 def _devices(device, workers: int) -> list:

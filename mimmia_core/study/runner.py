@@ -74,23 +74,24 @@ def plan_point(index: int, value, label: str, point: dict, pools: dict) -> Plann
     return PlannedPoint(index, value, label, point, split, jobs)
 
 
-def _load(root: Path, planned: PlannedPoint, role: str, device):
-    """The model the attack uses for `role`: its snapshot, with a fitted or swapped decoder."""
+def _load(root: Path, planned: PlannedPoint, role: str, device, shadow=None):
+    """The model the attack uses for `role`: its snapshot, with a fitted decoder, or the loaded `shadow`'s
+    swapped in."""
     job: ModelJob = planned.jobs.get(f"{role}+decoder", planned.jobs[role])
     recipe_role = "reference" if role.startswith("reference_") else role
     take = None if job.encoder else model_recipe(planned.point, recipe_role)["take_epoch"]
     loaded = load_model(model_folder(root, job, take), device)
-    if planned.point["decoder"] == "shadow" and role != "shadow":
-        loaded = attach_decoder(loaded, _load(root, planned, "shadow", device))
-    return loaded
+    return attach_decoder(loaded, shadow) if shadow is not None else loaded
 
 
 def _experiment(root: Path, planned: PlannedPoint, device) -> Experiment:
-    refs = [_load(root, planned, f"reference_{i}", device) for i in range(len(planned.split.references))]
+    shadow = _load(root, planned, "shadow", device)
+    swap = shadow if planned.point["decoder"] == "shadow" else None
+    refs = [_load(root, planned, f"reference_{i}", device, swap) for i in range(len(planned.split.references))]
     sets = planned.split.sources()
-    return Experiment(f"point {planned.label}", _load(root, planned, "target", device),
-                      _load(root, planned, "shadow", device), refs, sets["target_members"],
-                      sets["target_nonmembers"], sets["shadow_members"], sets["shadow_nonmembers"])
+    return Experiment(f"point {planned.label}", _load(root, planned, "target", device, swap), shadow, refs,
+                      sets["target_members"], sets["target_nonmembers"], sets["shadow_members"],
+                      sets["shadow_nonmembers"])
 
 
 def _attacks(experiment: Experiment, point: dict, scorer: Scorer) -> list:
