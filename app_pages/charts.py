@@ -2,6 +2,7 @@
 a figure carries a few dozen numbers, never every score."""
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from app_pages.views import histogram, shares
 
@@ -20,7 +21,7 @@ def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40
                 title: str | None = None) -> go.Figure:
     """Overlaid histograms, each group as its share of images per bin.
 
-    groups: name -> (values, colour); lines: (x, label, colour) vertical lines;
+    groups: name -> (values, colour); lines: (x, label, colour[, dash]) vertical lines, dashed by default;
     markers: (x, label, colour) triangles on the axis (one image's score).
     """
     edges, counts = histogram({name: v for name, (v, _) in groups.items()}, bins,
@@ -33,10 +34,10 @@ def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40
                     opacity=0.55, customdata=c,
                     hovertemplate="%{x:.4g}: %{customdata} images (%{y:.1%})<extra>" + name + "</extra>")
     top = max(shares(c).max() for c in counts.values()) * 1.08
-    for x, label, color in lines:  # as traces, so they are named in the legend
+    for x, label, color, *dash in lines:  # as traces, so they are named in the legend
         if not np.isfinite(x):
             continue
-        fig.add_scatter(x=[x, x], y=[0, top], mode="lines", line=dict(color=color, width=2, dash="dash"),
+        fig.add_scatter(x=[x, x], y=[0, top], mode="lines", line=dict(color=color, width=2, dash=(*dash, "dash")[0]),
                         name=f"{label} ({x:.4g})", hoverinfo="name")
     for x, label, color in markers:
         fig.add_scatter(x=[x], y=[0], mode="markers", marker=dict(symbol="triangle-up", size=18, color=color,
@@ -50,33 +51,54 @@ def hist_figure(groups: dict, x_title: str, lines=(), markers=(), bins: int = 40
     return fig
 
 
-def roc_figure(curves: dict, log: bool, n_nonmembers: int, point=None, shadow_point=None,
-               height: int = 560) -> go.Figure:
-    """ROC curves (name -> RocCurve); point / shadow_point: (fpr, tpr, label) markers."""
-    fig = go.Figure()
+def _fpr_marks(fig: go.Figure, floor: float, n_nonmembers: int) -> None:
+    """On the log-log panel (col 2): 1% and 0.1% FPR and the smallest measurable FPR as labelled vertical
+    lines, the FPRs below that shaded (a TPR there rests on zero false positives)."""
+    smallest = 1.0 / max(n_nonmembers, 1)
+    fig.add_scatter(x=[floor, smallest, smallest, floor], y=[floor, floor, 1, 1], fill="toself", mode="none",
+                    fillcolor="rgba(158,158,158,0.18)", showlegend=False, hoverinfo="text",
+                    text=f"FPR below 1/{n_nonmembers}: not measurable", row=1, col=2)
+    for x, text, color, at_top in ((0.01, "1%", "#757575", True), (0.001, "0.1%", "#757575", True),
+                                   (smallest, f"1/{n_nonmembers}", "#000000", False)):
+        if floor <= x <= 1:
+            fig.add_scatter(x=[x, x], y=[floor, 1], mode="lines+text", text=["", text] if at_top else [text, ""],
+                            textposition="bottom right" if at_top else "top right",
+                            line=dict(color=color, width=1, dash="dot"), showlegend=False, hoverinfo="text",
+                            hovertext=f"FPR {x:.3g}", textfont=dict(size=11, color=color), row=1, col=2)
+
+
+def roc_figure(curves: dict, n_nonmembers: int, point=None, shadow_point=None, height: int = 560) -> go.Figure:
+    """ROC curves (name -> RocCurve) on linear axes and on log-log axes side by side, one legend for both
+    (clicking an entry hides it in both); point / shadow_point: (fpr, tpr, label) markers."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("linear axes", "log-log axes: the low-FPR regime"))
     floor = 0.5 / max(n_nonmembers, 1)
-    diag = np.logspace(np.log10(floor), 0, 50) if log else np.array([0.0, 1.0])
-    fig.add_scatter(x=diag, y=diag, mode="lines", line=dict(color="#9e9e9e", dash="dot"), name="chance")
-    for i, (name, c) in enumerate(curves.items()):
-        fpr, tpr = np.asarray(c.fpr), np.asarray(c.tpr)
-        if log:  # zero rates cannot be drawn on log axes
-            keep = (fpr > 0) & (tpr > 0)
-            fpr, tpr = fpr[keep], tpr[keep]
-        fig.add_scatter(x=fpr, y=tpr, mode="lines", line=dict(color=PALETTE[i % len(PALETTE)], width=2, shape="hv"),
-                        name=f"{name} (AUC {c.auc:.3f})")
-    for pt, symbol, color in ((shadow_point, "diamond", "#424242"), (point, "circle", "#000000")):
-        if pt is not None:
-            x, y = (max(pt[0], floor), max(pt[1], floor)) if log else pt[:2]
-            fig.add_scatter(x=[x], y=[y], mode="markers", marker=dict(symbol=symbol, size=13, color=color,
-                                                                      line=dict(color="white", width=1)),
-                            name=pt[2])
+    for col, log in ((1, False), (2, True)):
+        diag = np.logspace(np.log10(floor), 0, 50) if log else np.array([0.0, 1.0])
+        fig.add_scatter(x=diag, y=diag, mode="lines", line=dict(color="#9e9e9e", dash="dot"), name="chance",
+                        legendgroup="chance", showlegend=not log, row=1, col=col)
+        for i, (name, c) in enumerate(curves.items()):
+            fpr, tpr = np.asarray(c.fpr), np.asarray(c.tpr)
+            if log:  # zero rates cannot be drawn on log axes
+                keep = (fpr > 0) & (tpr > 0)
+                fpr, tpr = fpr[keep], tpr[keep]
+            fig.add_scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUC {c.auc:.3f})", legendgroup=name,
+                            line=dict(color=PALETTE[i % len(PALETTE)], width=2, shape="hv"), showlegend=not log,
+                            row=1, col=col)
+        for pt, symbol, color in ((shadow_point, "diamond", "#424242"), (point, "circle", "#000000")):
+            if pt is not None:
+                x, y = (max(pt[0], floor), max(pt[1], floor)) if log else pt[:2]
+                fig.add_scatter(x=[x], y=[y], mode="markers", name=pt[2], legendgroup=pt[2], showlegend=not log,
+                                marker=dict(symbol=symbol, size=13, color=color, line=dict(color="white", width=1)),
+                                row=1, col=col)
+    _fpr_marks(fig, floor, n_nonmembers)
     decades = 10.0 ** np.arange(np.floor(np.log10(floor)), 1)
-    axis = dict(type="log", range=[np.log10(floor), 0], tickvals=decades, ticktext=[f"{d:g}" for d in decades]) \
-        if log else dict(range=[0, 1])
-    fig.update_layout(height=height, xaxis=dict(title="false positive rate", **axis),
-                      yaxis=dict(title="true positive rate", **axis),
-                      title="ROC, log-log axes (the low-FPR regime)" if log else "ROC, linear axes",
-                      legend=LEGEND_BELOW, **LAYOUT)
+    log_axis = dict(type="log", range=[np.log10(floor), 0], tickvals=decades, ticktext=[f"{d:g}" for d in decades])
+    fig.update_xaxes(title="false positive rate", range=[0, 1], row=1, col=1)
+    fig.update_yaxes(title="true positive rate", range=[0, 1], row=1, col=1)
+    fig.update_xaxes(title="false positive rate", **log_axis, row=1, col=2)
+    fig.update_yaxes(title="true positive rate", **log_axis, row=1, col=2)
+    fig.update_layout(height=height, legend=LEGEND_BELOW, **LAYOUT)
     return fig
 
 

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import state, widgets
+from mimmia_core.metrics import smallest_measurable_fpr
 
 PIPELINE = """
 digraph {
@@ -72,9 +73,16 @@ else:
                             else f"Not measurable: {fpr:g} is below the smallest measurable FPR "
                                  f"1/{len(exp.nonmembers)} with {len(exp.nonmembers)} non-members.")
             confusion = m.get("confusion")
-            c[3].metric("Balanced accuracy", "n/a" if confusion is None else f"{confusion['balanced_accuracy']:.3f}",
-                        help="At the threshold the adversary learned on its shadow model, applied to the target; "
-                             "0.5 is chance.")
+            c[3].metric("Balanced accuracy", "—" if confusion is None else f"{confusion['balanced_accuracy']:.3f}",
+                        delta=None if confusion is None else f"{confusion['balanced_accuracy'] - 0.5:+.3f} vs 0.5",
+                        delta_color="off",
+                        help="(TPR + 1 - FPR) / 2 at the threshold the adversary learned on its shadow model, applied "
+                             "to the target. 0.5 is chance, and what calling every image a non-member scores.")
+            unmeasured = [f"{f:.1%}".replace(".0%", "%") for f in (0.01, 0.001) if not m["tpr_at"][f]["measurable"]]
+            if unmeasured:
+                st.caption(f"— at {' and '.join(unmeasured)} FPR: not measurable, below the smallest FPR "
+                           f"{len(exp.nonmembers)} non-members can show (one false positive, "
+                           f"1/{len(exp.nonmembers)} = {m['min_measurable_fpr']:.3g}).")
             if confusion is not None:
                 st.caption(f"Plain accuracy {confusion['accuracy']:.3f}; calling every image a non-member already "
                            f"scores {confusion['trivial_accuracy']:.3f} with {len(exp.members)} members and "
@@ -82,8 +90,8 @@ else:
     if "calibrated" not in exp.available_attacks():
         st.info("This experiment has no reference models, so only the paper's raw attack runs.")
     st.caption(f"Smallest measurable FPR with {len(exp.nonmembers)} non-members: "
-               f"1/{len(exp.nonmembers)} = {1 / len(exp.nonmembers):.4f}. Other attacks and the live threshold are "
-               f"on the **ROC and threshold** page.")
+               f"1/{len(exp.nonmembers)} = {smallest_measurable_fpr(len(exp.nonmembers)):.3g}. Other attacks and the "
+               "live threshold are on the **ROC and threshold** page.")
 
     st.subheader("Models")
     rows = []

@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import charts, state, widgets
-from mimmia_core.metrics import OperatingPoints, roc, smallest_measurable_fpr
-from app_pages.views import slider_range, slider_start
 from mimmia_core.attacks import ATTACKS
+from mimmia_core.axes import member_reading, score_name
+from mimmia_core.metrics import operating_point, roc, smallest_measurable_fpr
 
 exp, exp_key = state.experiment()
 spec, aggregate = state.current_spec(), state.current_aggregate()
@@ -34,43 +34,38 @@ min_fpr = smallest_measurable_fpr(n_non)
 rows = []
 for a, r in results.items():
     m = r.metrics
-    row = {"attack": widgets.label(a), "AUC": round(m["auc"], 4)}
+    row = {"attack": widgets.label(a), "AUC": f"{m['auc']:.3f}"}
     for f, t in m["tpr_at"].items():
         row[f"TPR @ {f:.1%} FPR".replace(".0%", "%")] = (f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
-                                                         + ("" if t["measurable"] else " †"))
-    row["accuracy (shadow threshold)"] = (round(m["confusion"]["accuracy"], 4) if "confusion" in m else None)
+                                                         if t["measurable"] else f"— (FPR below 1/{n_non})")
+    confusion = m.get("confusion")
+    row["balanced accuracy (shadow threshold)"] = ("—" if confusion is None
+                                                   else f"{confusion['balanced_accuracy']:.3f}")
     rows.append(row)
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.caption(f"TPR with its 95% Clopper-Pearson interval. {len(exp.members)} members, {n_non} non-members: the "
-           f"smallest measurable FPR is 1/{n_non} = {min_fpr:.4g}; † marks a TPR at a lower FPR, which rests on zero "
-           f"false positives and is not measurable with this many non-members.")
+           f"smallest measurable FPR is 1/{n_non} = {min_fpr:.3g}. A TPR at a lower FPR would rest on zero false "
+           "positives, so it is not measured (—). Balanced accuracy is (TPR + 1 - FPR) / 2 at the threshold learned "
+           "on the shadow model; 0.5 is chance.")
 curves = {a: roc(r.member_scores, r.nonmember_scores) for a, r in results.items()}
 
 
-@st.fragment
-def operating_point():
-    """Threshold slider, operating point, confusion matrix: reruns alone as the slider moves."""
-    focus = st.selectbox("Move the threshold of", list(results), key="roc_focus",
-                         format_func=widgets.label)
-    r = results[focus]
-    points = OperatingPoints(r.member_scores, r.nonmember_scores)
-    lo, hi, step = slider_range(r.member_scores, r.nonmember_scores, *( [[r.threshold]] if r.threshold is not None
-                                                                       else []))
-    start = slider_start(r.threshold, lo, hi)
-    threshold = st.slider("Threshold: predict member when score >= threshold", lo, hi, start, step,
-                          key=f"roc_threshold_{focus}", format="%.4g",
-                          help="Starts at the threshold learned on the shadow model. Arrow keys move it one step.")
-    c = points.at(threshold)
-    shadow = None
-    if r.threshold is not None:
-        s = points.at(r.threshold)
-        shadow = (s["fpr"], s["tpr"], f"shadow-learned threshold on {focus} ({r.threshold:.4g})")
-        if np.isfinite(r.threshold):
-            st.caption(f"The slider starts at the threshold learned on the shadow model, {r.threshold:.4g} "
-                       f"(rule: {r.threshold_rule}); on the curves the diamond marks it and the circle the slider.")
-        else:
-            st.caption("On the shadow model no threshold beat predicting 'non-member' for every image, so the learned "
-                       "threshold is infinite (the diamond sits at the origin): the shadow shows no usable signal.")
+def shadow_point(focus: str, r, n) -> tuple | None:
+    """The shadow-learned threshold's (fpr, tpr, label) on the curves, with a caption on where it lies."""
+    confusion = r.metrics.get("confusion")
+    if confusion is None:
+        return None
+    if np.isfinite(n.threshold):
+        st.caption(f"The slider starts at the threshold learned on the shadow model, {n.threshold:.4g} "
+                   f"(rule: {r.threshold_rule}); on the curves the diamond marks it and the circle the slider.")
+    else:
+        st.caption("On the shadow model no threshold beat predicting 'non-member' for every image, so the learned "
+                   "rule predicts no member (the diamond sits at the origin): the shadow shows no usable signal.")
+    return confusion["fpr"], confusion["tpr"], f"shadow-learned threshold on {focus} ({n.threshold:.4g})"
+
+
+def confusion_numbers(c: dict) -> None:
+    """The confusion matrix and the rates at the slider's threshold."""
     table, numbers = st.columns([2, 3])
     with table:
         st.markdown("**Confusion matrix** (rows: truth)")
@@ -85,15 +80,33 @@ def operating_point():
         cols[0].metric("Recall (TPR)", f"{c['tpr']:.3f}")
         cols[1].metric("FPR", f"{c['fpr']:.4f}")
         cols[2].metric("Predicted members", f"{c['tp'] + c['fp']}")
-    n_m = len(r.member_scores)
-    if n_m != n_non:
-        st.caption(f"With {n_m} members and {n_non} non-members, calling every image "
-                   f"{'a non-member' if n_non > n_m else 'a member'} already scores accuracy "
-                   f"{max(n_m, n_non) / (n_m + n_non):.3f}: read balanced accuracy and the TPR at low FPR instead.")
-    left, right = st.columns(2)
+    n_m, n_n = c["tp"] + c["fn"], c["fp"] + c["tn"]
+    if n_m != n_n:
+        st.caption(f"With {n_m} members and {n_n} non-members, calling every image "
+                   f"{'a non-member' if n_n > n_m else 'a member'} already scores accuracy "
+                   f"{c['trivial_accuracy']:.3f}: read balanced accuracy and the TPR at low FPR instead.")
+
+
+@st.fragment
+def operating_point_view():
+    """Threshold slider, operating point, confusion matrix: reruns alone as the slider moves."""
+    focus = st.selectbox("Move the threshold of", list(results), key="roc_focus",
+                         format_func=widgets.label)
+    r = results[focus]
+    n = widgets.natural(r)
+    threshold = widgets.threshold_slider(
+        f"Threshold on the {score_name(focus)} ({member_reading(focus, r.spec)})", n.members, n.nonmembers,
+        n.threshold, f"roc_threshold_{focus}",
+        help=f"In the units of the Distances page ({n.axis}). Starts at the threshold learned on the shadow "
+             "model. Arrow keys move it one step.")
+    c = operating_point(n.members, n.nonmembers, threshold, lower_is_member=n.lower_is_member)
+    shadow = shadow_point(focus, r, n)
+    confusion_numbers(c)
     point = (c["fpr"], c["tpr"], f"this threshold on {focus} ({threshold:.4g})")
     shown = {widgets.label(a): cv for a, cv in curves.items()}
-    left.plotly_chart(charts.roc_figure(shown, False, n_non, point, shadow), width="stretch", key="roc_linear")
-    right.plotly_chart(charts.roc_figure(shown, True, n_non, point, shadow), width="stretch", key="roc_loglog")
+    st.plotly_chart(charts.roc_figure(shown, n_non, point, shadow), width="stretch", key="roc_curves")
+    st.caption(f"On the log-log panel the dotted lines mark 1% and 0.1% FPR and the smallest measurable FPR, "
+               f"1/{n_non}; left of it (shaded) no FPR above zero can be observed with {n_non} non-members.")
 
-operating_point()
+
+operating_point_view()

@@ -6,7 +6,7 @@ reads "lower distance = member" as in the paper. The dashboard multiplies by `si
 a direction itself.
 """
 from .attacks import make_attack
-from .distances import distance_sign
+from .distances import HIGHER_IS_CLOSER, distance_sign
 
 SCORE_NAMES = {"paper": "reconstruction distance", "calibrated": "calibrated score", "lira": "LiRA score",
                "encodermi": "view similarity", "unmasked": "unmasked reconstruction error"}
@@ -27,10 +27,24 @@ def score_axis(attack, spec) -> tuple[float, str]:
     return 1.0, f"{attack.label} score (higher = more member-like)"
 
 
+def member_side(attack, spec) -> str:
+    """On score_axis: "lower" where images at or below a threshold are called members (the distances),
+    "higher" where those at or above are (PSNR, and the attacks shown as scores)."""
+    return "lower" if score_axis(attack, spec)[0] < 0 else "higher"
+
+
+def member_reading(attack, spec) -> str:
+    """How to read score_axis in a few words: "lower = member", or for PSNR why higher is closer."""
+    side = member_side(attack, spec)
+    if make_attack(attack).name in ("paper", "unmasked") and spec.distance in HIGHER_IS_CLOSER:
+        return f"{side} = member: PSNR is higher for a closer reconstruction"
+    return f"{side} = member"
+
+
 def score_name(attack) -> str:
     """What one of the attack's scores is called: "reconstruction distance", "LiRA score", ..."""
     attack = make_attack(attack)
     return SCORE_NAMES.get(attack.name, f"{attack.label} score")
 
 
-__all__ = ["score_axis", "score_name", "SCORE_NAMES"]
+__all__ = ["score_axis", "member_side", "member_reading", "score_name", "SCORE_NAMES"]

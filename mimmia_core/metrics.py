@@ -104,6 +104,18 @@ def confusion_at(member_scores, nonmember_scores, threshold: float) -> dict:
     return OperatingPoints(member_scores, nonmember_scores).at(threshold)
 
 
+def operating_point(member_values, nonmember_values, threshold: float, *, lower_is_member: bool) -> dict:
+    """The confusion at a threshold drawn on values in their own units (a line on a histogram).
+
+    Predicts member when value <= threshold where lower_is_member (a distance), else when
+    value >= threshold (a score, PSNR): a value on the line is a member. Returns OperatingPoints.at's keys;
+    tp and fp count the members and non-members on the member side of the line.
+    """
+    sign = -1.0 if lower_is_member else 1.0
+    m, n = _check(member_values, nonmember_values)
+    return OperatingPoints(sign * m, sign * n).at(sign * float(threshold))
+
+
 def best_accuracy_threshold(member_scores, nonmember_scores) -> float:
     """The threshold that maximises accuracy on these (shadow) scores.
 
@@ -140,4 +152,4 @@ def evaluate(member_scores, nonmember_scores, threshold: float | None = None, fp
 
 
 __all__ = ["RocCurve", "roc", "clopper_pearson", "smallest_measurable_fpr", "tpr_at_fpr", "OperatingPoints",
-           "confusion_at", "best_accuracy_threshold", "threshold_at_fpr", "evaluate", "DEFAULT_FPRS"]
+           "confusion_at", "operating_point", "best_accuracy_threshold", "threshold_at_fpr", "evaluate", "DEFAULT_FPRS"]
