@@ -58,13 +58,14 @@ def _fpr_marks(fig: go.Figure, floor: float, n_nonmembers: int) -> None:
     fig.add_scatter(x=[floor, smallest, smallest, floor], y=[floor, floor, 1, 1], fill="toself", mode="none",
                     fillcolor="rgba(158,158,158,0.18)", showlegend=False, hoverinfo="text",
                     text=f"FPR below 1/{n_nonmembers}: not measurable", row=1, col=2)
-    for x, text, color, at_top in ((0.01, "1%", "#757575", True), (0.001, "0.1%", "#757575", True),
-                                   (smallest, f"1/{n_nonmembers}", "#000000", False)):
+    for x, text, color in ((0.01, "1% FPR", "#616161"), (0.001, "0.1% FPR", "#616161"),
+                           (smallest, f"smallest measurable: 1/{n_nonmembers}", "#000000")):
         if floor <= x <= 1:
-            fig.add_scatter(x=[x, x], y=[floor, 1], mode="lines+text", text=["", text] if at_top else [text, ""],
-                            textposition="bottom right" if at_top else "top right",
-                            line=dict(color=color, width=1, dash="dot"), showlegend=False, hoverinfo="text",
-                            hovertext=f"FPR {x:.3g}", textfont=dict(size=11, color=color), row=1, col=2)
+            fig.add_scatter(x=[x, x], y=[floor, 1], mode="lines", line=dict(color=color, width=1, dash="dot"),
+                            showlegend=False, hoverinfo="text", hovertext=f"{text} ({x:.3g})", row=1, col=2)
+            fig.add_annotation(x=np.log10(x), y=0.5, xref="x2", yref="y2 domain", text=text, textangle=-90,
+                               showarrow=False, xshift=8 if x < 1.5 * floor else -8,  # not over the axis
+                               font=dict(size=11, color=color))
 
 
 def roc_figure(curves: dict, n_nonmembers: int, point=None, shadow_point=None, height: int = 560) -> go.Figure:

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import charts, state, widgets
-from mimmia_core.axes import member_reading
+from mimmia_core.axes import member_reading, member_side
 from mimmia_core.metrics import operating_point
 
 exp, exp_key = state.experiment()
@@ -44,13 +44,13 @@ def attack_view(a: str, r) -> None:
     n = widgets.natural(r)
     member, nonmember, shadow_threshold, lower = n.members, n.nonmembers, n.threshold, n.lower_is_member
     reading = member_reading(a, r.spec)
-    st.caption(f"{widgets.help_text(a).rstrip('.')}. On this axis: {reading}. AUC {r.metrics['auc']:.3f}.")
+    st.caption(f"{widgets.help_text(a)} {reading[0].upper()}{reading[1:]}. AUC {r.metrics['auc']:.3f}.")
     c1, c2 = st.columns(2)
     c1.metric("median, members", f"{np.median(member):.4g}")
     c2.metric("median, non-members", f"{np.median(nonmember):.4g}")
     threshold = widgets.threshold_slider(
-        f"Your threshold ({reading.split(':')[0]})", member, nonmember, shadow_threshold, f"dist_threshold_{a}",
-        help="Starts at the shadow's threshold. Arrow keys move it one step.")
+        f"Your threshold ({member_side(a, r.spec)} = member)", member, nonmember, shadow_threshold,
+        f"dist_threshold_{a}", help="Starts at the shadow's threshold. Arrow keys move it one step.")
     c = operating_point(member, nonmember, threshold, lower_is_member=lower)
     sym, side = ("≤", "left") if lower else ("≥", "right")
     lines = [(threshold, "your threshold", "#000000", "solid")]

@@ -68,7 +68,8 @@ else:
             c[0].metric("AUC", f"{m['auc']:.3f}")
             for cell, fpr in ((c[1], 0.01), (c[2], 0.001)):
                 t = m["tpr_at"][fpr]
-                cell.metric(f"TPR at {fpr:.1%} FPR".replace(".0%", "%"), f"{t['tpr']:.3f}" if t["measurable"] else "—",
+                cell.metric(f"TPR at {fpr:.1%} FPR".replace(".0%", "%"),
+                            f"{t['tpr']:.3f}" if t["measurable"] else "—",
                             help=f"95% Clopper-Pearson interval [{t['lo']:.3f}, {t['hi']:.3f}]." if t["measurable"]
                             else f"Not measurable: {fpr:g} is below the smallest measurable FPR "
                                  f"1/{len(exp.nonmembers)} with {len(exp.nonmembers)} non-members.")

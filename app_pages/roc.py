@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages import charts, state, widgets
 from mimmia_core.attacks import ATTACKS
-from mimmia_core.axes import member_reading, score_name
+from mimmia_core.axes import axis_units, member_reading, member_side
 from mimmia_core.metrics import operating_point, roc, smallest_measurable_fpr
 
 exp, exp_key = state.experiment()
@@ -37,12 +37,12 @@ for a, r in results.items():
     row = {"attack": widgets.label(a), "AUC": f"{m['auc']:.3f}"}
     for f, t in m["tpr_at"].items():
         row[f"TPR @ {f:.1%} FPR".replace(".0%", "%")] = (f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
-                                                         if t["measurable"] else f"— (FPR below 1/{n_non})")
+                                                         if t["measurable"] else f"— (FPR < 1/{n_non})")
     confusion = m.get("confusion")
-    row["balanced accuracy (shadow threshold)"] = ("—" if confusion is None
-                                                   else f"{confusion['balanced_accuracy']:.3f}")
+    row["balanced accuracy"] = "—" if confusion is None else f"{confusion['balanced_accuracy']:.3f}"
     rows.append(row)
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+    "balanced accuracy": st.column_config.TextColumn(help="At the threshold learned on the shadow model.")})
 st.caption(f"TPR with its 95% Clopper-Pearson interval. {len(exp.members)} members, {n_non} non-members: the "
            f"smallest measurable FPR is 1/{n_non} = {min_fpr:.3g}. A TPR at a lower FPR would rest on zero false "
            "positives, so it is not measured (—). Balanced accuracy is (TPR + 1 - FPR) / 2 at the threshold learned "
@@ -95,10 +95,10 @@ def operating_point_view():
     r = results[focus]
     n = widgets.natural(r)
     threshold = widgets.threshold_slider(
-        f"Threshold on the {score_name(focus)} ({member_reading(focus, r.spec)})", n.members, n.nonmembers,
-        n.threshold, f"roc_threshold_{focus}",
-        help=f"In the units of the Distances page ({n.axis}). Starts at the threshold learned on the shadow "
-             "model. Arrow keys move it one step.")
+        f"Threshold on the {axis_units(focus, r.spec)[1]} ({member_side(focus, r.spec)} = member)",
+        n.members, n.nonmembers, n.threshold, f"roc_threshold_{focus}",
+        help=f"In the units of the Distances page: {n.axis}; {member_reading(focus, r.spec)}. Starts at the "
+             "threshold learned on the shadow model. Arrow keys move it one step.")
     c = operating_point(n.members, n.nonmembers, threshold, lower_is_member=n.lower_is_member)
     shadow = shadow_point(focus, r, n)
     confusion_numbers(c)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from app_pages import cached, charts
+from app_pages import cached, charts, scoring_panel
 from app_pages.views import slider_range, slider_start
 from mimmia_core.attacks import ATTACKS
 from mimmia_core.axes import member_side, score_axis
@@ -39,8 +39,13 @@ def warn_skipped(skipped: dict) -> None:
 
 def results(exp, exp_key: str, attacks, spec, aggregate) -> dict:
     """cached.attack_results, the skipped ones shown as warnings and what the core changed (e.g. a switch to
-    pixel space for models that normalise differently) as notes; {attack: AttackResult}."""
-    ran, skipped = cached.attack_results(exp, exp_key, attacks, spec, aggregate)
+    pixel space for models that normalise differently) as notes; {attack: AttackResult}. Attacks whose
+    scores are still missing are left out, under the offer to score them (or the job's progress)."""
+    ran, skipped, pending = cached.attack_results(exp, exp_key, attacks, spec, aggregate)
+    if pending is not None:
+        waiting = [label(a) for a in attacks if a not in ran and a not in skipped]
+        scoring_panel.show(pending, f"the {', '.join(waiting)} attack{'s' if len(waiting) > 1 else ''} at "
+                                    f"these settings")
     warn_skipped(skipped)
     for note in dict.fromkeys(note for r in ran.values() for note in r.notes):
         st.info(note, icon=":material/info:")

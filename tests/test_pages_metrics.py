@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # app_pages, as `streamlit run app.py` finds it
     sys.path.insert(0, str(REPO))
 from app_pages import views  # noqa: E402
+from app_pages.widgets import ATTACK_LABELS  # noqa: E402
 from mimmia_core.attacks import run_attack  # noqa: E402
 from mimmia_core.axes import member_reading, member_side  # noqa: E402
 from mimmia_core.experiment import load_demo_experiment  # noqa: E402
@@ -55,7 +56,7 @@ def test_member_side_follows_the_distance():
     assert member_side("paper", SPEC) == "lower" and member_reading("paper", SPEC) == "lower = member"
     psnr = ScoreSpec(mask_ratio=0.75, num_masks=K, seed=0, distance="psnr")
     assert member_side("paper", psnr) == "higher"
-    assert member_reading("paper", psnr).startswith("higher = member: PSNR is higher for a closer")
+    assert member_reading("paper", psnr) == "PSNR is higher for a closer reconstruction, so here higher = member"
     assert member_side("calibrated", SPEC) == "higher" and member_side("unmasked", SPEC) == "lower"
 
 
@@ -138,13 +139,13 @@ def test_not_measurable_cells_hold_no_number(core):
     unmeasured = [f for f, t in r.metrics["tpr_at"].items() if not t["measurable"]]
     assert unmeasured, "the tiny bundle should have too few non-members for 1% FPR"
     table = page("roc").dataframe[0].value
+    paper = table.set_index("attack").loc[ATTACK_LABELS["paper"]]
     for f, t in r.metrics["tpr_at"].items():
         column = f"TPR @ {f:.1%} FPR".replace(".0%", "%")
-        for cell in table[column]:
-            if t["measurable"]:
-                assert cell.startswith(f"{t['tpr']:.3f}") or NUMBER.match(cell)
-            else:
-                assert cell.startswith("—") and not NUMBER.search(cell), cell
+        if t["measurable"]:
+            assert paper[column] == f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
+        for cell in table[column]:  # every attack's TPR at that FPR
+            assert t["measurable"] or (cell.startswith("—") and not NUMBER.search(cell)), cell
     for cell in table["AUC"]:  # one number format: three decimals
         assert re.fullmatch(r"\d\.\d{3}", cell), cell
     overview = page()
