@@ -9,10 +9,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages import state
-
 FAVICON = Path(__file__).parent / "app_pages" / "favicon.png"  # served locally: no request leaves the machine
 st.set_page_config(page_title="mimmia: membership inference against MAE", page_icon=str(FAVICON), layout="wide")
+
+loading = st.empty()  # the first visit imports torch and the core before anything else can be drawn
+with loading.container():
+    with st.spinner("Starting mimmia: loading torch and the scoring core…"):
+        from app_pages import state  # noqa: E402 -- imported under the spinner on purpose
+loading.empty()
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),

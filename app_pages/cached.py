@@ -7,9 +7,10 @@ array and no uploaded file is ever hashed by streamlit. What is computed, and wh
 needs scoring, the core decides (attacks.run_attack, attacks.sweep, plan.missing_scores,
 image_score.score_image).
 """
+import os
 import threading
 from contextlib import contextmanager
-from dataclasses import astuple, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import streamlit as st
@@ -26,8 +27,19 @@ from mimmia_core.paths import missing_path_reason
 from mimmia_core.plan import Missing, missing_scores
 from mimmia_core.scorer import Scorer
 from mimmia_core.scores import ScoreSpec
+from mimmia_core.scoring_job import ScoringJob, image_masks_per_second, stages_of
 
 MEMO_SIZE = 128
+AUTO_SCORE_ENV = "MIMMIA_AUTO_SCORE_SECONDS"  # scoring expected to take at most this long (default 3 s) runs
+# at once; longer work is offered first, with its cost
+
+
+def auto_seconds() -> float:
+    text = os.environ.get(AUTO_SCORE_ENV, "3")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"${AUTO_SCORE_ENV} must be a number of seconds, got {text!r}") from None
 _progress = threading.local()  # the progress callback of the session thread that is scoring now
 
 
@@ -48,18 +60,10 @@ def get_scorer() -> Scorer:
 def scoring_progress(what: str):
     """A progress bar for the scoring done inside the block (shown only if scoring happens)."""
     slot = st.empty()
-    passes = [0]
-
-    def show(done, total):
-        if done <= 0 or done < show.last:
-            passes[0] += 1
-        show.last = done
-        slot.progress(min(done / max(total, 1), 1.0),
-                      text=f"{what}: scoring pass {max(passes[0], 1)}, {done}/{total} images")
-    show.last = 0
-    _progress.callback = show
+    _progress.callback = lambda done, total: slot.progress(min(done / max(total, 1), 1.0),
+                                                           text=f"{what}: {done}/{total} images")
     try:
-        yield show
+        yield
     finally:
         _progress.callback = None
         slot.empty()
@@ -70,23 +74,100 @@ def _memo() -> LRUMemo:
     return LRUMemo(MEMO_SIZE)
 
 
+@st.cache_resource
+def _jobs() -> dict:
+    """Scoring jobs by key, shared by every session (two viewers asking for the same scores share one job)."""
+    return {}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Scoring a page needs before it can show some of its results: the job's key, its stages and cost."""
+    key: tuple
+    stages: list
+    seconds: float  # estimated on this machine
+
+    @property
+    def image_masks(self) -> int:
+        return sum(missing.image_masks for _, missing in self.stages)
+
+    def job(self):
+        return _jobs().get(self.key)
+
+    def start(self):
+        """Start (or restart) the job in the background."""
+        job = self.job()
+        if job is None or not job.progress().running:
+            _jobs()[self.key] = ScoringJob(get_scorer(), self.stages).start()
+
+
+def scoring_rate(exp, exp_key: str, spec: ScoreSpec) -> float:
+    """Image-masks per second of the target at this mask ratio and K on this machine, measured once."""
+    return _memo().get_or_compute(("rate", exp_key, spec.mask_ratio, spec.num_masks),
+                                  lambda: image_masks_per_second(get_scorer(), exp.target, exp.members, spec))
+
+
+def plan_scoring(exp, exp_key: str, key: tuple, plans, spec: ScoreSpec) -> Pending | None:
+    """None when nothing is missing or it is cheap enough to score now (done here, one progress bar); else
+    the Pending job. plans: (label, plan.Missing) in the order their results should appear."""
+    stages = [(label, m) for label, m in stages_of(plans) if m]
+    if not stages:
+        return None
+    job = _jobs().get(key)
+    total = sum(m.image_masks for _, m in stages)
+    seconds = total / scoring_rate(exp, exp_key, spec)
+    if (job is not None and job.progress().running) or seconds > auto_seconds():
+        return Pending(key, stages, seconds)
+    slot = st.empty()
+    done = ScoringJob(get_scorer(), stages).run(
+        on_progress=lambda p: slot.progress(min(p.done / max(p.total, 1), 1.0),
+                                            text=f"Scoring {p.done:,}/{p.total:,} image-masks"))
+    slot.empty()
+    if done.error:
+        raise RuntimeError(done.error)
+    return None
+
+
+def _attack_key(exp_key, attack, spec, aggregate) -> tuple:
+    return "attack", exp_key, attack, astuple(spec), aggregate
+
+
 def attack_result(exp, exp_key: str, attack: str, spec: ScoreSpec, aggregate: str):
     """run_attack, memoised on (experiment key, attack, spec, aggregate)."""
     def compute():
         with scoring_progress(f"Running the {make_attack(attack).label} attack"):
             return run_attack(attack, exp, spec, get_scorer(), aggregate=aggregate)
-    return _memo().get_or_compute(("attack", exp_key, attack, astuple(spec), aggregate), compute)
+    return _memo().get_or_compute(_attack_key(exp_key, attack, spec, aggregate), compute)
 
 
-def attack_results(exp, exp_key: str, attacks, spec: ScoreSpec, aggregate: str) -> tuple[dict, dict]:
-    """({attack: AttackResult} for those that ran, {attack: reason} for those that could not)."""
-    results, skipped = {}, {}
+def attack_results(exp, exp_key: str, attacks, spec: ScoreSpec, aggregate: str) -> tuple[dict, dict, Pending | None]:
+    """({attack: AttackResult} for those that ran, {attack: reason} for those that could not, the scoring
+    the others still need: None if none). Scoring that takes more than auto_seconds() is never started here."""
+    results, skipped, plans = {}, {}, []
     for a in attacks:
         try:
-            results[a] = attack_result(exp, exp_key, a, spec, aggregate)
+            if _attack_key(exp_key, a, spec, aggregate) not in _memo():
+                plans.append((a, missing_scores(exp, get_scorer(), [spec.mask_ratio], [a], spec)))
         except Exception as e:  # noqa: BLE001 -- an attack the experiment cannot run is reported, not raised
             skipped[a] = error_text(e)
-    return results, skipped
+    try:
+        pending = plan_scoring(exp, exp_key, ("attacks", exp_key, astuple(spec)), plans, spec)
+    except Exception as e:  # noqa: BLE001 -- scoring that fails is reported for every attack that needed it
+        return results, {**skipped, **{a: error_text(e) for a, m in plans if m}}, None
+    waiting = set() if pending is None else {a for a, m in plans if not all_cached(m)}
+    for a in attacks:
+        if a in skipped or a in waiting:
+            continue
+        try:
+            results[a] = attack_result(exp, exp_key, a, spec, aggregate)
+        except Exception as e:  # noqa: BLE001
+            skipped[a] = error_text(e)
+    return results, skipped, pending
+
+
+def all_cached(missing: Missing) -> bool:
+    """Whether every score of `missing` is cached by now."""
+    return all(get_scorer().is_cached(*item) for item in missing.items)
 
 
 def upload_score(exp, result, image, image_id: int) -> float:
@@ -95,37 +176,16 @@ def upload_score(exp, result, image, image_id: int) -> float:
         return score_image(exp, result, image, image_id, get_scorer())
 
 
-def _sweep_key(exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: str) -> tuple:
-    return "sweep", exp_key, tuple(ratios), tuple(attacks), astuple(replace(spec, mask_ratio=0.5)), aggregate
-
-
-def sweep_missing(exp, exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: str) -> Missing:
-    """The scores this sweep still needs (plan.missing_scores); none when its rows are memoised here. For
-    the demo, the bundle ships its default sweep's scores."""
-    if _sweep_key(exp_key, ratios, attacks, spec, aggregate) in _memo():
-        return Missing(())
-    return missing_scores(exp, get_scorer(), ratios, attacks, spec)
+def sweep_plans(exp, ratios, attacks, spec: ScoreSpec) -> list:
+    """(label, Missing) per mask ratio: what each ratio of a sweep still needs (plan.missing_scores)."""
+    return [(f"mask ratio {r:g}", missing_scores(exp, get_scorer(), [r], attacks, spec)) for r in ratios]
 
 
 def sweep_rows(exp, exp_key: str, ratios, attacks, spec: ScoreSpec, aggregate: str) -> list:
-    """attacks.sweep over the mask ratios, memoised; one progress bar for the whole grid."""
-    def compute():
-        slot, state = st.empty(), dict(done=0, total=1, label="")
-
-        def draw(detail=""):
-            slot.progress(min(state["done"] / max(state["total"], 1), 1.0),
-                          text=f"Mask-ratio sweep {state['done']}/{state['total']}: {state['label']}{detail}")
-
-        def progress(done, total, label):
-            state.update(done=done, total=total, label=label)
-            draw()
-        _progress.callback = lambda done, total: draw(f" (scoring {done}/{total} images)")
-        try:
-            return sweep(exp, list(ratios), list(attacks), spec, get_scorer(), progress=progress, aggregate=aggregate)
-        finally:
-            _progress.callback = None
-            slot.empty()
-    return _memo().get_or_compute(_sweep_key(exp_key, ratios, attacks, spec, aggregate), compute)
+    """attacks.sweep over mask ratios whose scores are all cached, memoised."""
+    key = ("sweep", exp_key, tuple(ratios), tuple(attacks), astuple(replace(spec, mask_ratio=0.5)), aggregate)
+    return _memo().get_or_compute(key, lambda: sweep(exp, list(ratios), list(attacks), spec, get_scorer(),
+                                                     aggregate=aggregate))
 
 
 # --------------------------------------------------------------------------

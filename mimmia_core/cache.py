@@ -6,8 +6,12 @@ the sha256 of the request's canonical JSON, and the entry stores the request
 itself, so a read checks that the entry answers this request (a renamed,
 tampered or colliding file is a miss). Entries are .npz files written
 atomically; stale temporary files are removed.
+
+A compact cache stores float arrays as float16, compressed, wherever every value
+round-trips within cache_request.COMPACT_RTOL (relative), and keeps the others as
+they are; the arrays read back are float16 then. The demo bundle ships its scores
+as packs of such entries (score_pack.py).
 """
-import hashlib
 import io
 import json
 import os
@@ -18,6 +22,8 @@ import numpy as np
 
 from .assets import DEMO_DIR
 from .atomic import WriteWarning, atomic_write_bytes, clean_stale_tmp
+from .cache_request import canonical, compact_array, request_key
+from .score_pack import packs_in
 
 BUNDLED_CACHE = DEMO_DIR / "cache"  # the demo bundle's precomputed scores, wherever assets.py finds it
 REQUEST = "request"  # the array holding an entry's request
@@ -27,32 +33,27 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MIMMIA_CACHE") or Path.home() / ".cache" / "mimmia")
 
 
-def canonical(request: dict) -> str:
-    """The request as canonical JSON; its parts must be JSON values (str, finite numbers, lists, dicts)."""
-    try:
-        return json.dumps(request, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"cache request parts must be finite JSON values, got {request!r} ({e})") from e
-
-
 class ScoreCache:
     """Arrays by request under `root` (default: $MIMMIA_CACHE or ~/.cache/mimmia).
 
-    `read_only_roots` are searched after `root` and never written: by default the
-    demo bundle's precomputed scores, which only ever match the demo's own
-    models and data since requests hold fingerprints.
+    `read_only_roots` are searched after `root` and never written, their entry files
+    and their packs (score_pack.py): by default the demo bundle's precomputed scores,
+    which only ever match the demo's own models and data since requests hold
+    fingerprints. compact: write entries as cache_request.compact_array, compressed.
     """
 
-    def __init__(self, root=None, read_only_roots=(BUNDLED_CACHE,)):
+    def __init__(self, root=None, read_only_roots=(BUNDLED_CACHE,), compact: bool = False):
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.compact = compact
         self.read_only_roots = tuple(Path(r) for r in read_only_roots)
+        self._packs = [pack for r in self.read_only_roots for pack in packs_in(r)]
         clean_stale_tmp(self.root)  # on opening, and again at the first write
         self._cleaned = False
 
     @staticmethod
     def key(request: dict) -> str:
         """sha256 of the request's canonical JSON."""
-        return hashlib.sha256(canonical(request).encode()).hexdigest()
+        return request_key(request)
 
     def path(self, key: str) -> Path:
         if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
@@ -70,12 +71,28 @@ class ScoreCache:
                     return {n: z[n] for n in z.files if n != REQUEST}
             except Exception:  # noqa: BLE001 -- damaged bytes raise many types (BadZipFile, NotImplementedError ...)
                 continue  # unreadable: a miss, recomputed
+        for pack in self._packs:
+            arrays = pack.get(request)
+            if arrays is not None:
+                return arrays
         return None
+
+    def entries(self):
+        """(request, arrays) of every readable entry in `root` (not the read-only roots)."""
+        for path in sorted(self.root.glob("*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    request = json.loads(str(z[REQUEST]))
+                    arrays = {n: z[n] for n in z.files if n != REQUEST}
+            except Exception:  # noqa: BLE001 -- a damaged entry is skipped, as a read would miss it
+                continue
+            yield request, arrays
 
     def put(self, request: dict, arrays: dict) -> Path | None:
         """Store arrays for the request; a cache that cannot be written warns (WriteWarning) and returns None."""
         buf = io.BytesIO()
-        np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()}, **{REQUEST: np.array(canonical(request))})
+        arrays = {name: compact_array(a) if self.compact else np.asarray(a) for name, a in arrays.items()}
+        (np.savez_compressed if self.compact else np.savez)(buf, **arrays, **{REQUEST: np.array(canonical(request))})
         try:
             if not self._cleaned:
                 clean_stale_tmp(self.root)

@@ -22,11 +22,14 @@ from .manifest import SplitManifest, make_split
 from .config import get_config
 from .model import build_model
 from .parallel import run_in_processes
+from .score_pack import PACK_SUFFIX, write_pack
 from .scorer import Scorer
 from .scores import ScoreSpec
 from .train import TrainConfig, train_mae
 
-SWEEP_RATIOS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)  # the mask ratios the dashboard opens on
+SWEEP_RATIOS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)  # the mask ratios the Mask ratio page opens on
+GRID_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # the sidebar slider's steps, all bundled
+GRID_MASKS = 8  # bundled K: any K up to it is served from the cache (masks are a prefix)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class DemoRecipe:
 
 
 def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnist_root=None, device=None,
-               jobs: int = 1, progress: bool = True, precompute_ratios=SWEEP_RATIOS) -> Path:
+               jobs: int = 1, progress: bool = True, precompute_ratios=GRID_RATIOS) -> Path:
     """Draw the subset and split, then train target, shadow and reference MAEs on it.
 
     Training resumes where an interrupted build stopped. With jobs > 1 the
@@ -77,23 +80,34 @@ def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnis
     return out_dir
 
 
-def precompute_scores(demo_dir=DEMO_DIR, mask_ratios=SWEEP_RATIOS, num_masks: int = 8, seed: int = 0) -> Path:
-    """Score the demo as the dashboard first shows it, into demo_dir/cache.
+def precompute_scores(demo_dir=DEMO_DIR, mask_ratios=GRID_RATIOS, num_masks: int = GRID_MASKS, seed: int = 0,
+                      progress=None) -> Path:
+    """Score the demo at every mask ratio of the dashboard's slider, into demo_dir/cache (replacing it).
 
-    Masked-patch MSE for the reconstruction attacks at each ratio, plus the two
-    baselines, on the CPU in fp32: a fresh clone then opens without scoring.
-    Entries are keyed by fingerprints, so they serve only these models and data.
+    One pass per model, source and ratio gives every distance; the attacks that score (paper,
+    calibrated, LiRA, RMIA with its population samples) and the two baselines are run, so any ratio
+    of the grid, K <= num_masks, any distance and aggregate open without scoring. CPU, fp32, stored
+    as one pack (score_pack.py: float16 within COMPACT_RTOL). Entries are keyed by fingerprints, so
+    they serve only these models and data. Resumable: the entries collect in demo_dir/.precompute
+    until the pack is written. progress: callable(done_ratios, total_ratios).
     """
-    cache = ScoreCache(Path(demo_dir) / "cache", read_only_roots=())
+    root, work = Path(demo_dir) / "cache", Path(demo_dir) / ".precompute"
+    cache = ScoreCache(work, read_only_roots=(), compact=True)
     exp = load_demo_experiment("cpu", demo_dir)
-    scorer = Scorer("cpu", cache=cache, store_distances=("masked_mse",))
-    for ratio in mask_ratios:
-        for attack in ("paper", "calibrated", "lira", "rmia"):  # rmia adds each side's population samples
+    scorer = Scorer("cpu", cache=cache, memo_size=8)
+    for done, ratio in enumerate(mask_ratios):
+        for attack in ("paper", "calibrated", "lira", "rmia"):
             run_attack(attack, exp, ScoreSpec(ratio, num_masks, seed), scorer)
-    baselines = Scorer("cpu", cache=cache, store_distances=("all_mse",))
+        if progress is not None:
+            progress(done + 1, len(mask_ratios))
     for attack in ("encodermi", "unmasked"):
-        run_attack(attack, exp, ScoreSpec(0.75, num_masks, seed), baselines)
-    return cache.root
+        run_attack(attack, exp, ScoreSpec(0.75, num_masks, seed), scorer)
+    root.mkdir(parents=True, exist_ok=True)
+    for old in [*root.glob("*.npz")]:
+        old.unlink()
+    write_pack(cache.entries(), root / f"scores{PACK_SUFFIX}")
+    shutil.rmtree(work)
+    return root
 
 
 def _train_role(out_dir: Path, recipe: DemoRecipe, name: str, role: str, index: int, device, progress: bool):

@@ -47,6 +47,7 @@ def core(tiny_bundle):
 def app_env(tiny_bundle, monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MIMMIA_EXPERIMENT", str(tiny_bundle))
     monkeypatch.setenv("MIMMIA_CACHE", str(tmp_path_factory.getbasetemp() / "score_cache"))
+    monkeypatch.setenv("MIMMIA_AUTO_SCORE_SECONDS", "1e9")  # score at once; tests/test_live_demo.py asks first
 
 
 def start(**state) -> AppTest:
@@ -94,7 +95,7 @@ def test_every_page_loads(which, monkeypatch):
         if not (REPO / "assets" / "demo" / "manifest.json").exists():
             pytest.skip("assets/demo is not built")
         monkeypatch.delenv("MIMMIA_EXPERIMENT")
-    at = start(num_masks=1, sweep_grid=[0.5, 0.75], sweep_run=True)
+    at = start(num_masks=1, sweep_grid=[0.5, 0.75])
     assert_clean(at, "overview")
     assert at.title[0].value.startswith("Membership inference")
     assert [m.label for m in at.get_by_key("headline_paper").metric][:2] == ["AUC", "TPR at 1% FPR"]
@@ -166,25 +167,33 @@ def test_threshold_slider_moves_the_operating_point(core):
     assert shown[0] != shown[1]
 
 
-def test_mask_ratio_page_sweep_matches_core(core):
+def test_mask_ratio_page_sweep_matches_core(core, monkeypatch):
     exp, scorer = core
+    monkeypatch.setenv("MIMMIA_AUTO_SCORE_SECONDS", "0")  # every uncached score is offered first
     at = goto(start(sweep_grid=[0.35, 0.75]), "mask_ratio")  # 0.35: scored by no other test
     assert_clean(at, "mask ratio, before the sweep")
-    assert "image-masks" in at.info[0].value and not at.metric  # on a CPU an uncached sweep waits to be asked for
-    at.toggle(key="sweep_run").set_value(True).run()
+    offer = " ".join(m.value for m in at.markdown)
+    assert "Scoring needed for the sweep" in offer and "image-masks" in offer and not at.metric
+    at.button(key=next(b.key for b in at.button if b.label == "Start scoring")).click().run()
+    for _ in range(600):  # the job runs in the background; each run shows what is done
+        if any(m.label.startswith("AUC at 0.75") for m in at.metric) and not at.get("progress"):
+            break
+        at.run()
     assert_clean(at, "mask ratio")
     rows = sweep(exp, [0.35, 0.75], ["paper", "calibrated", "lira"], spec(), scorer)
     auc = {(row["mask_ratio"], row["attack"]): row["auc"] for row in rows}
-    assert metric(at, "AUC at 0.75, paper") == f"{auc[(0.75, 'paper')]:.3f}"
+    label = {a: make_attack(a).label for a in ("paper", "calibrated")}
+    assert metric(at, f"AUC at 0.75: {label['paper']}") == f"{auc[(0.75, 'paper')]:.3f}"
     at.select_slider(key="sweep_ratio").set_value(0.35).run()
     assert_clean(at, "mask ratio, highlight 0.35")
-    assert metric(at, "AUC at 0.35, calibrated") == f"{auc[(0.35, 'calibrated')]:.3f}"
+    assert metric(at, f"AUC at 0.35: {label['calibrated']}") == f"{auc[(0.35, 'calibrated')]:.3f}"
     best = next(row for row in rows if row["attack"] == "paper" and row["best"])
     assert f"at **{best['mask_ratio']:g}**" in " ".join(m.value for m in at.markdown if "Best ratio" in m.value)
 
-    again = goto(start(sweep_grid=[0.35, 0.75]), "mask_ratio")  # every score now cached: no waiting
+    again = goto(start(sweep_grid=[0.35, 0.75]), "mask_ratio")  # every score now cached: no offer
     assert_clean(again, "mask ratio, cached")
-    assert not again.info and metric(again, "AUC at 0.75, paper") == f"{auc[(0.75, 'paper')]:.3f}"
+    assert not any("Scoring needed" in m.value for m in again.markdown)
+    assert metric(again, f"AUC at 0.75: {label['paper']}") == f"{auc[(0.75, 'paper')]:.3f}"
 
 
 # --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..augment import AUGMENTS
 from ..config import get_config
-from ..demo import DemoRecipe, build_demo
+from ..demo import DemoRecipe, build_demo, precompute_scores
 from ..experiment import DEMO_DIR
 from ..manifest import MODEL_ROLES, SplitManifest, training_set
 from ..model import build_model
@@ -75,6 +75,11 @@ def _dp_config(args) -> DPConfig | None:
 
 
 def cmd_build_demo(args) -> int:
+    if args.scores_only:
+        root = precompute_scores(args.out, progress=lambda done, total: print(f"mask ratios scored: {done}/{total}",
+                                                                             flush=True))
+        print(f"score cache written to {root}")
+        return 0
     recipe = DemoRecipe() if args.epochs is None else replace(DemoRecipe(), epochs=args.epochs)
     out = build_demo(args.out, recipe, fashion_mnist_root=args.fashion_mnist_root, device=parse_device(args.device),
                      jobs=args.jobs)
@@ -121,4 +126,6 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, default=1, help="models trained in parallel processes")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--fashion-mnist-root", default=None)
+    p.add_argument("--scores-only", action="store_true",
+                   help="keep the models; recompute only the bundled score cache (every mask ratio of the grid)")
     p.set_defaults(func=cmd_build_demo)
