@@ -101,6 +101,41 @@ def patch_grid(patch_values, mask=None) -> np.ndarray:
     return v.reshape(g, g)
 
 
+# Plotly's "Viridis" colour scale at 10 evenly spaced stops (what charts.heatmap_figure draws with)
+VIRIDIS = np.array([[int(h[i:i + 2], 16) / 255.0 for i in (1, 3, 5)] for h in (
+    "#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725")])
+
+
+def viridis(values, zmax: float) -> np.ndarray:
+    """Values in [0, zmax] -> RGB in [0, 1] on VIRIDIS (linear between stops; values outside are clipped)."""
+    values = np.asarray(values, np.float64)
+    t = np.clip(values / zmax, 0.0, 1.0) if zmax > 0 else np.zeros_like(values)  # zmax 0: all errors are 0
+    x = np.linspace(0.0, 1.0, len(VIRIDIS))
+    return np.stack([np.interp(t, x, VIRIDIS[:, c]) for c in range(3)], axis=-1)
+
+
+def error_overlay(image: np.ndarray, grid: np.ndarray, zmax: float, alpha: float = 0.6) -> np.ndarray:
+    """A display image (H, W) or (H, W, 3) in [0, 1] with each masked patch tinted by its error on VIRIDIS
+    over [0, zmax], blended at `alpha`; visible patches (NaN in the patch_grid `grid`) are left as they are.
+    H and W must be multiples of the grid's side. Returns RGB (H, W, 3)."""
+    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else np.asarray(image)
+    g = grid.shape[0]
+    if rgb.shape[0] % g or rgb.shape[1] % g:
+        raise ValueError(f"error_overlay: a {rgb.shape[0]}x{rgb.shape[1]} image does not split into {g}x{g} patches")
+    cells = np.kron(grid, np.ones((rgb.shape[0] // g, rgb.shape[1] // g)))
+    masked = np.isfinite(cells)[..., None]
+    tint = viridis(np.nan_to_num(cells), zmax)
+    return np.where(masked, (1 - alpha) * rgb + alpha * tint, rgb).astype(np.float32)
+
+
+def gallery_page(n: int, page: int, per_page: int = 16) -> tuple[range, int]:
+    """Positions shown on gallery page `page` (1-indexed, clipped to the pages there are) of `n` images, and
+    the number of pages."""
+    pages = max(1, -(-n // per_page))
+    page = min(max(int(page), 1), pages)
+    return range((page - 1) * per_page, min(page * per_page, n)), pages
+
+
 def slider_range(*score_arrays, steps: int = 500) -> tuple[float, float, float]:
     """(min, max, step) covering every finite score, for a threshold slider of about `steps` steps."""
     pooled = np.concatenate([np.asarray(s, np.float64).ravel() for s in score_arrays if s is not None])
@@ -130,4 +165,5 @@ def top_n(ids, scores, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = ["image_id", "histogram", "shares", "fraction_at_or_above", "upscale", "display_image",
-           "reconstruction_panels", "patch_grid", "slider_range", "slider_start", "top_n"]
+           "reconstruction_panels", "patch_grid", "VIRIDIS", "viridis", "error_overlay", "gallery_page", "slider_range",
+           "slider_start", "top_n"]

@@ -6,6 +6,7 @@ import torch
 from .masking import check_visible, num_masked
 from .model import MaskedAutoencoderViT
 
+
 @dataclass
 class Reconstruction:
     """Everything a viewer needs for one batch of images and one mask each."""
@@ -20,6 +21,17 @@ class Reconstruction:
     num_masked: int
     target_space: str             # "pixels" or "normalized_patches"
     display_uses_original_patch_stats: bool = field(default=False)
+
+    @property
+    def error_unit(self) -> str:
+        """The unit of patch_error: a mean squared difference in the target space."""
+        if self.target_space == "normalized_patches":
+            return "squared per-patch standardised value (MSE)"
+        return "squared normalised pixel value, ((x - mean) / std)² (MSE)"
+
+    def masked_error(self, index: int = 0) -> float:
+        """Image `index`'s patch_error averaged over its masked patches (what MAE's loss averages)."""
+        return float(self.patch_error[index][self.mask[index] > 0.5].mean())
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""Reports: report.json + scores.csv for an attack run, sweep.json + sweep.csv for a
-mask-ratio sweep, and the small tables printed in the terminal (with the attacks' notes).
+"""Reports: report.json + scores.csv (its audit record in '#' lines on top) for an attack run, sweep.json +
+sweep.csv for a mask-ratio sweep, and the small tables printed in the terminal (with the attacks' notes).
 Written atomically; a report that cannot be written where asked is saved elsewhere, with a
 WriteWarning naming the place (atomic.save_outputs)."""
 import csv
@@ -8,6 +8,7 @@ import io
 import json
 import math
 import platform
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import timm
 import torch
 
 from .atomic import save_outputs
+from .attacks import make_attack
+from .axes import score_axis, score_name
 from .version import __version__
 from .manifest import CANDIDATE_SETS, set_label
 
@@ -91,10 +94,54 @@ def score_columns(experiment, results) -> dict:
     return columns
 
 
+def _column_note(result) -> str:
+    """What an attack's score column holds, in the words of axes.score_axis: a distance's column is its
+    negative (every score is higher = more member-like)."""
+    sign, _ = score_axis(result.attack, result.spec)
+    spec = result.spec
+    over = f"{result.aggregate} over K = {spec.num_masks} masks at mask ratio {spec.mask_ratio:g}, seed {spec.seed}"
+    if make_attack(result.attack).name not in ("paper", "unmasked"):
+        what = f"the {score_name(result.attack)}"
+    elif sign < 0:
+        what = f"minus the {score_name(result.attack)} ({spec.distance}), a negative distance"
+    else:
+        what = f"the {score_name(result.attack)} as PSNR in dB ({spec.distance})"
+    threshold = "none" if result.threshold is None else f"{result.threshold!r} (learned on the shadow, rule " \
+                                                          f"{result.threshold_rule})"
+    return f"{what}, {over}; higher = more member-like; threshold {threshold}"
+
+
+def scores_header(experiment, results) -> list[str]:
+    """The audit record written above scores.csv as '# key: value' lines (pandas.read_csv(path, comment="#")
+    skips them): the mimmia version, the settings (those of results[0]; each column's line names its own),
+    every model's and image set's fingerprint, and what each column holds. No date, so the same scores give
+    the same file."""
+    spec, aggregate = results[0].spec, results[0].aggregate
+    lines = ["mimmia scores: one row per image and role; read with pandas.read_csv(path, comment=\"#\")",
+             f"mimmia_version: {__version__}", f"experiment: {' '.join(str(experiment.name).split())}",
+             f"mask_ratio: {spec.mask_ratio:g}", f"num_masks: {spec.num_masks}", f"seed: {spec.seed}",
+             f"distance: {spec.distance}", f"aggregate: {aggregate}"]
+    lines += [f"model_{role}: {loaded.fingerprint}" for role, loaded in experiment.models().items()]
+    lines += [f"data_{role}: {len(s)} images, {s.fingerprint()}" for role, s in experiment.sources().items()]
+    lines += ["column role: the image set (target/shadow members/nonmembers); label: 1 = member"]
+    for r in results:
+        lines += [f"column {r.attack}: {_column_note(r)}",
+                  f"column {r.attack}_rank: rank among the same model's images, 1 = most member-like"]
+    return [f"# {line}\n" for line in lines]
+
+
+def scores_filename(experiment_name: str, spec, aggregate: str) -> str:
+    """A download name that carries the settings: mimmia_scores_<name>_mr0.75_K8_seed0_masked_mse_mean.csv."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", experiment_name).strip("-") or "experiment"
+    settings = f"mr{spec.mask_ratio:g}_K{spec.num_masks}_seed{spec.seed}_{spec.distance}_{aggregate}"
+    return f"mimmia_scores_{name}_{settings}.csv"
+
+
 def scores_csv(experiment, results) -> str:
-    """score_columns as CSV (scores written exactly, as repr of the float)."""
+    """score_columns as CSV (scores written exactly, as repr of the float) under scores_header's '#' lines."""
     columns = score_columns(experiment, results)
     text = io.StringIO()
+    text.writelines(scores_header(experiment, results))
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(list(columns))
     for row in zip(*columns.values()):
@@ -197,5 +244,5 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(_columns(table) + _note_lines(_sweep_notes(rows)))
 
 
-__all__ = ["versions", "jsonable", "result_summary", "attack_report", "score_columns", "scores_csv", "write_attack_report",
-           "attack_table", "write_sweep", "sweep_table", "model_scores_csv", "write_model_scores", "ROLES"]
+__all__ = ["versions", "jsonable", "result_summary", "attack_report", "score_columns", "scores_header",
+           "scores_filename", "scores_csv", "write_attack_report", "attack_table", "write_sweep", "sweep_table", "model_scores_csv", "write_model_scores", "ROLES"]

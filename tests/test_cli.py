@@ -27,8 +27,9 @@ def models(tiny):
 
 
 def read_csv(path):
+    """Rows of a CSV; scores.csv's '#' audit lines on top are skipped (as pandas.read_csv(comment="#") does)."""
     with open(path) as f:
-        return list(csv.DictReader(f))
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
 def test_attack_writes_report_and_scores(tiny, tmp_path, capsys):
