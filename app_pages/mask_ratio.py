@@ -69,9 +69,10 @@ st.markdown("**Best ratio** (highest AUC, star): " + "; ".join(
     f"{widgets.label(r['attack'])} at **{r['mask_ratio']:g}** (AUC {r['auc']:.3f})" for r in best))
 
 at = {r["attack"]: r for r in rows if r["mask_ratio"] == current}
+st.markdown(f"**AUC at mask ratio {current:g}**")
 cols = st.columns(len(at))
 for col, (a, r) in zip(cols, at.items()):
-    col.metric(f"AUC at {current:g}: {widgets.label(a)}", f"{r['auc']:.3f}")
+    col.metric(widgets.label(a), f"{r['auc']:.3f}")
 st.subheader(f"Distributions at mask ratio {current:g}")
 here = replace(spec, mask_ratio=current)
 results = widgets.headline_results(exp, exp_key, here, aggregate, among=attacks)

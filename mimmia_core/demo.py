@@ -15,6 +15,7 @@ import torch
 from .attacks import run_attack
 from .cache import ScoreCache
 from .checkpoint import load_own_checkpoint, save_checkpoint
+from .distances import DISTANCES
 from .data import DEMO_DATA, FASHION_MNIST_DIRS, load_fashion_mnist, load_npz
 from .experiment import DEMO_DIR, load_demo_experiment
 from .atomic import atomic_write_bytes, atomic_write_text
@@ -29,6 +30,7 @@ from .train import TrainConfig, train_mae
 
 SWEEP_RATIOS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)  # the mask ratios the Mask ratio page opens on
 GRID_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # the sidebar slider's steps, all bundled
+GRID_ATTACKS = ("paper", "calibrated", "lira", "rmia")  # the attacks that score (rmia: population samples too)
 GRID_MASKS = 8  # bundled K: any K up to it is served from the cache (masks are a prefix)
 
 
@@ -81,33 +83,51 @@ def build_demo(out_dir=DEMO_DIR, recipe: DemoRecipe = DemoRecipe(), fashion_mnis
 
 
 def precompute_scores(demo_dir=DEMO_DIR, mask_ratios=GRID_RATIOS, num_masks: int = GRID_MASKS, seed: int = 0,
-                      progress=None) -> Path:
+                      progress=None) -> dict:
     """Score the demo at every mask ratio of the dashboard's slider, into demo_dir/cache (replacing it).
 
     One pass per model, source and ratio gives every distance; the attacks that score (paper,
     calibrated, LiRA, RMIA with its population samples) and the two baselines are run, so any ratio
     of the grid, K <= num_masks, any distance and aggregate open without scoring. CPU, fp32, stored
     as one pack (score_pack.py: float16 within COMPACT_RTOL). Entries are keyed by fingerprints, so
-    they serve only these models and data. Resumable: the entries collect in demo_dir/.precompute
-    until the pack is written. progress: callable(done_ratios, total_ratios).
+    they serve only these models and data. Resumable: the exact entries collect in demo_dir/.precompute
+    until the pack is written and checked. progress: callable(done_ratios, total_ratios).
+    Returns pack_deviation's answer: how far the pack's metrics are from the exact scores' metrics.
     """
     root, work = Path(demo_dir) / "cache", Path(demo_dir) / ".precompute"
-    cache = ScoreCache(work, read_only_roots=(), compact=True)
+    exact = Scorer("cpu", cache=ScoreCache(work, read_only_roots=()), memo_size=8)
     exp = load_demo_experiment("cpu", demo_dir)
-    scorer = Scorer("cpu", cache=cache, memo_size=8)
     for done, ratio in enumerate(mask_ratios):
-        for attack in ("paper", "calibrated", "lira", "rmia"):
-            run_attack(attack, exp, ScoreSpec(ratio, num_masks, seed), scorer)
+        for attack in GRID_ATTACKS:
+            run_attack(attack, exp, ScoreSpec(ratio, num_masks, seed), exact)
         if progress is not None:
             progress(done + 1, len(mask_ratios))
     for attack in ("encodermi", "unmasked"):
-        run_attack(attack, exp, ScoreSpec(0.75, num_masks, seed), scorer)
+        run_attack(attack, exp, ScoreSpec(0.75, num_masks, seed), exact)
     root.mkdir(parents=True, exist_ok=True)
     for old in [*root.glob("*.npz")]:
         old.unlink()
-    write_pack(cache.entries(), root / f"scores{PACK_SUFFIX}")
+    write_pack(exact.cache.entries(), root / f"scores{PACK_SUFFIX}")
+    packed = Scorer("cpu", cache=ScoreCache(work / "none", read_only_roots=(root,)), memo_size=8)
+    deviation = pack_deviation(exp, exact, packed, mask_ratios, num_masks, seed)
     shutil.rmtree(work)
-    return root
+    return deviation
+
+
+def pack_deviation(exp, exact: Scorer, packed: Scorer, mask_ratios, num_masks: int, seed: int) -> dict:
+    """The largest absolute difference, over every ratio, grid attack and distance, between the metrics
+    (AUC; TPR at each FPR) of the exact scores and those of the pack: {"auc": d, "tpr@<fpr>": d}."""
+    worst = {}
+    for ratio in mask_ratios:
+        for attack in GRID_ATTACKS:
+            for distance in DISTANCES:
+                spec = ScoreSpec(ratio, num_masks, seed, distance)
+                a, b = (run_attack(attack, exp, spec, s).metrics for s in (exact, packed))
+                worst["auc"] = max(worst.get("auc", 0.0), abs(a["auc"] - b["auc"]))
+                for fpr, t in a["tpr_at"].items():
+                    name = f"tpr@{fpr:g}"
+                    worst[name] = max(worst.get(name, 0.0), abs(t["tpr"] - b["tpr_at"][fpr]["tpr"]))
+    return worst
 
 
 def _train_role(out_dir: Path, recipe: DemoRecipe, name: str, role: str, index: int, device, progress: bool):

@@ -176,24 +176,25 @@ def test_mask_ratio_page_sweep_matches_core(core, monkeypatch):
     assert "Scoring needed for the sweep" in offer and "image-masks" in offer and not at.metric
     at.button(key=next(b.key for b in at.button if b.label == "Start scoring")).click().run()
     for _ in range(600):  # the job runs in the background; each run shows what is done
-        if any(m.label.startswith("AUC at 0.75") for m in at.metric) and not at.get("progress"):
+        if any(m.value.startswith("**AUC at mask ratio 0.75") for m in at.markdown) and not at.get("progress"):
             break
         at.run()
     assert_clean(at, "mask ratio")
     rows = sweep(exp, [0.35, 0.75], ["paper", "calibrated", "lira"], spec(), scorer)
     auc = {(row["mask_ratio"], row["attack"]): row["auc"] for row in rows}
     label = {a: make_attack(a).label for a in ("paper", "calibrated")}
-    assert metric(at, f"AUC at 0.75: {label['paper']}") == f"{auc[(0.75, 'paper')]:.3f}"
+    assert metric(at, label["paper"]) == f"{auc[(0.75, 'paper')]:.3f}"
     at.select_slider(key="sweep_ratio").set_value(0.35).run()
     assert_clean(at, "mask ratio, highlight 0.35")
-    assert metric(at, f"AUC at 0.35: {label['calibrated']}") == f"{auc[(0.35, 'calibrated')]:.3f}"
+    assert "**AUC at mask ratio 0.35**" in [m.value for m in at.markdown]
+    assert metric(at, label["calibrated"]) == f"{auc[(0.35, 'calibrated')]:.3f}"
     best = next(row for row in rows if row["attack"] == "paper" and row["best"])
     assert f"at **{best['mask_ratio']:g}**" in " ".join(m.value for m in at.markdown if "Best ratio" in m.value)
 
     again = goto(start(sweep_grid=[0.35, 0.75]), "mask_ratio")  # every score now cached: no offer
     assert_clean(again, "mask ratio, cached")
     assert not any("Scoring needed" in m.value for m in again.markdown)
-    assert metric(again, f"AUC at 0.75: {label['paper']}") == f"{auc[(0.75, 'paper')]:.3f}"
+    assert metric(again, label["paper"]) == f"{auc[(0.75, 'paper')]:.3f}"
 
 
 # --------------------------------------------------------------------------
