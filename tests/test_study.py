@@ -11,7 +11,9 @@ from mimmia_core.data import FASHION_MNIST_DIRS
 from mimmia_core.study import (BUILTIN_STUDIES, StudySpec, load_study, load_study_spec, point_scores, run_study,
                                tradeoff_rows, tradeoff_sentence)
 from mimmia_core.study.results import CSV_COLUMNS, finding
-from mimmia_core.study.spec import apply_settings, model_recipe
+from mimmia_core.manifest import SplitManifest
+from mimmia_core.study.runner import plan_point
+from mimmia_core.study.spec import apply_settings, check_point, model_recipe
 from mimmia_core.study.split import draw_split
 
 needs_fashion_mnist = pytest.mark.skipif(
@@ -82,6 +84,27 @@ def test_a_killed_study_resumes_without_retraining(tmp_path):
     after = []
     run_study(spec, tmp_path, quick=True, log=logged(after))
     assert [x for x in after if "scored" in x] == ["scored point 0.75"]
+
+
+@needs_fashion_mnist
+def test_the_online_study_records_who_was_in_where_and_runs_offline_and_online_attacks(tmp_path, work):
+    spec = load_study_spec("online")
+    doc = load_study(run_study(spec, tmp_path, quick=True, work_dir=work, log=logged([])))
+    [record] = doc["points"]
+    by = {r["attack"]: r for r in record["results"]}
+    assert list(by) == ["paper", "lira", "rmia", "lira_online", "rmia_online"]
+    assert by["paper"]["balanced_accuracy"] is not None and by["lira_online"]["balanced_accuracy"] is None  # no shadow
+    manifest = SplitManifest.load(tmp_path / record["manifest_file"])
+    candidates = manifest.target_members + manifest.target_nonmembers
+    inside = manifest.in_matrix(candidates)
+    assert manifest.online_references and inside.shape == (4, 8 + 24) and (inside.sum(axis=0) == 2).all()
+    [(value, label, point)] = spec.resolved_points(quick=True)
+    jobs = plan_point(0, value, label, point, {}).jobs
+    assert [list(jobs[f"online_{i}"].ids) for i in range(4)] == manifest.reference_members
+    assert not set(candidates) & {i for r in range(4) for i in jobs[f"reference_{r}"].ids}  # offline: all OUT
+    assert {f"online_{i}" for i in range(4)} | {f"reference_{i}" for i in range(4)} <= set(record["models"])
+    with pytest.raises(ValueError, match="data.online_references must be 0 or a whole number >= 2"):
+        check_point(apply_settings(point, {"data.online_references": 1}), "here")
 
 
 def test_settings_apply_and_models_inherit_the_targets_recipe():

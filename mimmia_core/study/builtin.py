@@ -3,7 +3,9 @@
 Every built-in study shares one base recipe, STUDY_BASE: the demo's model (mae_tiny_28) and optimiser,
 scaled down so that the whole set runs on a few CPU cores (64 members, 256 non-members, 2 references,
 200 epochs, with snapshots for the epochs study). Points that change nothing about a model reuse it: the
-base target serves the mask-ratio, epochs, shadow and encoder-only studies alike.
+base target serves the mask-ratio, epochs, shadow, encoder-only and online studies alike. The online study
+adds 16 offline references (OUT of every candidate) and 16 online ones (each on a random half of the
+target's 64 members and 2,048 non-members), for offline and online LiRA and RMIA.
 """
 from .spec import StudySpec, read_study_json
 
@@ -111,6 +113,18 @@ BUILTIN_STUDIES["defenses"] = StudySpec(
                                                                           for v, s in QUICK_DEFENSES]},
     scale="category", question="What closes the leak, and what does it cost in representation quality?",
     paper="Regularisation and early stopping reduce leakage only partly; the paper does not measure utility.")
+
+ONLINE_ATTACKS = ["paper", "lira", "rmia", "lira_online", "rmia_online"]
+BUILTIN_STUDIES["online"] = StudySpec(  # the base recipe, 2,048 non-members: TPR at 0.1% FPR is measurable
+    name="online", title="Online against offline attacks", variable="references", variable_label="reference models",
+    points=[{"value": "16+16", "label": "offline and online references", "set": {}}],
+    base={**STUDY_BASE, "data.nonmembers": 2048, "data.references": 16, "data.online_references": 16,
+          "attack.attacks": ONLINE_ATTACKS},
+    quick={"set": {**QUICK, "data.nonmembers": 24, "data.references": 4, "data.online_references": 4}},
+    scale="category",
+    question="How much stronger are the attacks that train references on the candidates (online)?",
+    paper="Not studied by the paper; for classifiers, online LiRA and RMIA beat offline ones at low FPR "
+          "(Carlini et al. 2022, Zarifzadeh et al. 2024).")
 
 
 def load_study_spec(name_or_path: str) -> StudySpec:

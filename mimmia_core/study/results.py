@@ -89,6 +89,8 @@ def curve_rows(records: list, attack: str, mask_ratio: float | None = None) -> l
 def finding(spec, records: list) -> str:
     """One sentence: how the headline attack's metric (spec.metric) moves across the points."""
     lead = headline(spec, records)
+    if len(records) == 1 and records[0]["results"]:
+        return _attacks_compared(records[0])
     if lead is None or len(records) < 2:
         return "Not enough points to compare."
     attack, ratio = lead
@@ -105,6 +107,15 @@ def finding(spec, records: list) -> str:
     best = rows[int(np.argmax(values))][0]["label"]
     return (f"{what} {word} with {spec.variable_label}: {values[0]:.3f} at {rows[0][0]['label']}, "
             f"{values[-1]:.3f} at {rows[-1][0]['label']} (highest at {best}).")
+
+
+def _attacks_compared(record: dict) -> str:
+    """One point's attacks side by side: AUC, and TPR at the lowest FPR of STUDY_FPRS its non-members measure."""
+    tprs = record["results"][0]["tpr_at"]
+    fpr = next((f"{f:g}" for f in sorted(STUDY_FPRS) if tprs[f"{f:g}"] is not None), None)
+    parts = [f"{r['label']} {r['auc']:.3f}" + (f" / {r['tpr_at'][fpr]['tpr']:.3f}" if fpr else "")
+             for r in record["results"]]
+    return f"{record['label']}: AUC{f' / TPR at {float(fpr):.1%} FPR' if fpr else ''} " + ", ".join(parts) + "."
 
 
 def _tpr_text(m: dict) -> str:

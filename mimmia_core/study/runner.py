@@ -4,6 +4,7 @@
     WORK/cache/             the score cache (WORK is OUT unless --work names a folder studies share)
     OUT/points/<id>.json    one point's settings, model fingerprints and metrics
     OUT/points/<id>.npz     its member and non-member scores, per attack and mask ratio
+    OUT/points/<id>.manifest.json  a point with online references: who was IN where (SplitManifest)
     OUT/study.json, .csv    every finished point (results.py)
 
 A killed study continues where it stopped: finished models are kept by key, and a point whose record
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..attacks import run_attack
+from ..attacks import ATTACKS, run_attack
 from ..cache import ScoreCache
 from ..checkpoint import attach_decoder, load_model
 from ..experiment import Experiment
@@ -32,6 +33,7 @@ from .split import PointSplit, draw_split
 
 
 RECORD_VERSION = 3  # what a point record holds; a new version rescores (from the score cache)
+ONLINE = "online_"  # the jobs (and model roles in a record) of a point's online references: online_<i>
 
 
 @dataclass
@@ -62,6 +64,9 @@ def plan_point(index: int, value, label: str, point: dict, pools: dict) -> Plann
     for i, ids in enumerate(split.references):
         jobs[f"reference_{i}"] = model_job(model_recipe(point, "reference"), f"reference_{i}", data["target"], ids,
                                            seed + 2 + i)
+    for i, ids in enumerate(split.online_manifest.reference_members if split.online_manifest else []):
+        jobs[f"{ONLINE}{i}"] = model_job(model_recipe(point, "reference"), f"{ONLINE}{i}", data["target"], ids,
+                                         seed + 2 + len(split.references) + i)
     decoder = point["decoder"]
     if decoder is not None and any(model_recipe(point, r)["take_epoch"] is not None for r in ("target", "shadow")):
         raise ValueError(f"point {value!r}: a decoder swap or fit uses each model's last epoch; drop take_epoch")
@@ -78,27 +83,41 @@ def _load(root: Path, planned: PlannedPoint, role: str, device, shadow=None):
     """The model the attack uses for `role`: its snapshot, with a fitted decoder, or the loaded `shadow`'s
     swapped in."""
     job: ModelJob = planned.jobs.get(f"{role}+decoder", planned.jobs[role])
-    recipe_role = "reference" if role.startswith("reference_") else role
+    recipe_role = "reference" if role.startswith(("reference_", ONLINE)) else role
     take = None if job.encoder else model_recipe(planned.point, recipe_role)["take_epoch"]
     loaded = load_model(model_folder(root, job, take), device)
     return attach_decoder(loaded, shadow) if shadow is not None else loaded
 
 
-def _experiment(root: Path, planned: PlannedPoint, device) -> Experiment:
+def _experiments(root: Path, planned: PlannedPoint, device) -> tuple[Experiment, Experiment | None]:
+    """The point's experiment (offline references), and where it has online references, the same target
+    with those instead (no shadow: only the target's candidates are IN or OUT of them, so the online
+    attacks learn no threshold; the shadow's non-members stay RMIA's population)."""
     shadow = _load(root, planned, "shadow", device)
     swap = shadow if planned.point["decoder"] == "shadow" else None
     refs = [_load(root, planned, f"reference_{i}", device, swap) for i in range(len(planned.split.references))]
     sets = planned.split.sources()
-    return Experiment(f"point {planned.label}", _load(root, planned, "target", device, swap), shadow, refs,
-                      sets["target_members"], sets["target_nonmembers"], sets["shadow_members"],
-                      sets["shadow_nonmembers"])
+    offline = Experiment(f"point {planned.label}", _load(root, planned, "target", device, swap), shadow, refs,
+                         sets["target_members"], sets["target_nonmembers"], sets["shadow_members"],
+                         sets["shadow_nonmembers"])
+    manifest = planned.split.online_manifest
+    if manifest is None:
+        return offline, None
+    online = [_load(root, planned, f"{ONLINE}{i}", device, swap) for i in range(len(manifest.reference_members))]
+    return offline, Experiment(f"{offline.name}, online references", offline.target, None, online, offline.members,
+                               offline.nonmembers, None, offline.shadow_nonmembers, manifest,
+                               reference_ids=manifest.reference_members)
 
 
-def _attacks(experiment: Experiment, point: dict, scorer: Scorer) -> list:
-    attack = point["attack"]
-    names = [a for a in attack["attacks"] if a in experiment.available_attacks()]
-    return [run_attack(name, experiment, ScoreSpec(ratio, attack["num_masks"], 0), scorer)
-            for ratio in attack["mask_ratios"] for name in names]
+def _attacks(experiments: tuple, point: dict, scorer: Scorer) -> list:
+    """Each attack the point asks for that its experiment can run: online ones on the online references."""
+    attack, out = point["attack"], []
+    for ratio in attack["mask_ratios"]:
+        for name in attack["attacks"]:
+            experiment = experiments[1] if ATTACKS[name].online else experiments[0]
+            if experiment is not None and name in experiment.available_attacks():
+                out.append(run_attack(name, experiment, ScoreSpec(ratio, attack["num_masks"], 0), scorer))
+    return out
 
 
 def _utility(experiment: Experiment, planned: PlannedPoint) -> dict | None:
@@ -112,8 +131,8 @@ def _utility(experiment: Experiment, planned: PlannedPoint) -> dict | None:
 
 def score_point(root: Path, work: Path, planned: PlannedPoint, device, scorer: Scorer) -> dict:
     """Attack one point (its models under `work`); write its record and score arrays; return the record."""
-    experiment = _experiment(work, planned, device)
-    results = _attacks(experiment, planned.point, scorer)
+    experiment, online = experiments = _experiments(work, planned, device)
+    results = _attacks(experiments, planned.point, scorer)
     arrays = {}
     for r in results:
         arrays[f"{r.attack}@{r.spec.mask_ratio:g}/members"] = r.member_scores
@@ -121,10 +140,14 @@ def score_point(root: Path, work: Path, planned: PlannedPoint, device, scorer: S
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(root / "points" / f"{planned.id}.npz", buffer.getvalue())
+    models = {role: m.fingerprint for role, m in experiment.models().items()}
+    models.update({f"{ONLINE}{i}": m.fingerprint for i, m in enumerate(online.references if online else [])})
     record = dict(id=planned.id, key=planned.key(), value=planned.value, label=planned.label,
-                  settings=planned.point, scores_file=f"points/{planned.id}.npz",
-                  models={role: m.fingerprint for role, m in experiment.models().items()},
+                  settings=planned.point, scores_file=f"points/{planned.id}.npz", models=models,
                   results=[point_metrics(r) for r in results], utility=_utility(experiment, planned))
+    if online is not None:  # who was IN where: the online references' sets (SplitManifest.in_matrix)
+        record["manifest_file"] = f"points/{planned.id}.manifest.json"
+        online.manifest.save(root / record["manifest_file"])
     atomic_write_text(root / "points" / f"{planned.id}.json", json.dumps(jsonable(record), indent=1))
     return record
 

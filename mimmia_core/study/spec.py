@@ -19,7 +19,8 @@ MODEL_FIELDS = ("preset", "config", "epochs", "take_epoch", "save_epochs", "batc
                 "weight_decay", "mask_ratio", "augment", "dp")
 BASE_POINT = {
     "seed": 0,
-    "data": {"target": "fashion-mnist:train", "shadow": None, "members": 128, "nonmembers": 512, "references": 4},
+    "data": {"target": "fashion-mnist:train", "shadow": None, "members": 128, "nonmembers": 512, "references": 4,
+             "online_references": 0},  # online: each trains on a random half of the target's candidates
     "target": {"preset": "mae_tiny_28", "config": {}, "epochs": 450, "take_epoch": None, "save_epochs": [],
                "batch_size": 32, "lr": 2e-3, "warmup_epochs": 22, "weight_decay": 0.0, "mask_ratio": 0.75,
                "augment": "none", "dp": None},
@@ -118,6 +119,10 @@ def check_point(point: dict, where: str) -> None:
             raise ValueError(f"{where}: data.{key} must be a whole number of at least 2, got {data[key]!r}")
     if not isinstance(data["references"], int) or data["references"] < 0:
         raise ValueError(f"{where}: data.references must be a whole number >= 0, got {data['references']!r}")
+    online = data["online_references"]
+    if isinstance(online, bool) or not isinstance(online, int) or online < 0 or online == 1:
+        raise ValueError(f"{where}: data.online_references must be 0 or a whole number >= 2 (each candidate IN for "
+                         f"half of them), got {online!r}")
     take = point["target"]["take_epoch"]
     if take is not None and take not in point["target"]["save_epochs"] and take != point["target"]["epochs"]:
         raise ValueError(f"{where}: target.take_epoch {take} is neither a saved epoch "

@@ -2,7 +2,9 @@
 
 One seeded permutation of the target's pool is cut, in order, into target members, target non-members,
 shadow members, shadow non-members and one member set per reference: the same sizes and seed give the
-same images, whatever else a point changes. A shadow from another pool (data.shadow) draws its two sets
+same images, whatever else a point changes. Online references (data.online_references) are drawn by the
+reference farm (farm.reference_sets) from a pool of the target's candidates: each candidate IN for exactly
+half of them; the point's manifest (online_manifest) records who was IN where. A shadow from another pool (data.shadow) draws its two sets
 there instead, and the target's slots stay where they were, so the target and references are shared
 with the points whose shadow matches.
 """
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import ImageSource, open_source
+from ..farm import farm_manifest, reference_sets
+from ..manifest import SplitManifest
 
 
 @dataclass
@@ -22,6 +26,7 @@ class PointSplit:
     shadow_members: np.ndarray
     shadow_nonmembers: np.ndarray
     references: list            # one id array per reference model
+    online_manifest: SplitManifest | None = None  # the target's candidates and the online references' sets
 
     def sources(self) -> dict:
         """The four candidate sets as sources: target_members, ... (manifest.CANDIDATE_SETS)."""
@@ -57,4 +62,14 @@ def draw_split(data: dict, seed: int, pools: dict | None = None) -> PointSplit:
         own = np.random.default_rng(seed + 1).permutation(shadow.ids)
         split.shadow_pool = shadow
         split.shadow_members, split.shadow_nonmembers = _cut(own, [m, n], data["shadow"], "the shadow's sets")
+    if data.get("online_references"):
+        split.online_manifest = _online_manifest(split, data, seed)
     return split
+
+
+def _online_manifest(split: PointSplit, data: dict, seed: int) -> SplitManifest:
+    """The target's candidates, with the online references' sets: a random half of them each."""
+    candidates = SplitManifest(data["target"], split.target_pool.fingerprint(), seed, split.members.tolist(),
+                               split.nonmembers.tolist(), [], [])
+    sets = reference_sets(candidates, split.target_pool.ids, data["online_references"], online=True, seed=seed)
+    return farm_manifest(candidates, sets, online=True)
