@@ -127,31 +127,33 @@ class MaskedAutoencoderViT(nn.Module):
         return (patches * self.pixel_std.repeat(pp) + self.pixel_mean.repeat(pp)).clamp(0, 1)
 
     # ---- encoder / decoder -----------------------------------------------
-    def random_masking(self, x, mask_ratio, noise):
-        """Step 2, mask: keep the patches of lowest noise.
-        x [B,L,D], noise [B,L] -> x_masked [B,keep,D], mask [B,L] (1 = removed), ids_restore [B,L]"""
-        N, L, D = x.shape
-        len_keep = num_visible(L, mask_ratio)
+    @staticmethod
+    def mask_indices(noise, len_keep: int):
+        """noise [B,L] -> ids_keep [B,keep] (the lowest noise first), mask [B,L] (1 = removed) and
+        ids_restore [B,L] (each patch's rank: the inverse permutation, scattered rather than sorted)."""
         ids_shuffle = torch.argsort(noise, dim=1)
-        ids_restore = torch.argsort(ids_shuffle, dim=1)
-        ids_keep = ids_shuffle[:, :len_keep]
-        x_masked = torch.gather(x, dim=1, index=ids_keep.unsqueeze(-1).expand(-1, -1, D))
-        mask = torch.ones([N, L], device=x.device)
-        mask[:, :len_keep] = 0
-        mask = torch.gather(mask, dim=1, index=ids_restore)
-        return x_masked, mask, ids_restore
+        ranks = torch.arange(noise.shape[1], device=noise.device).expand_as(ids_shuffle)
+        ids_restore = torch.empty_like(ids_shuffle).scatter_(1, ids_shuffle, ranks)
+        return ids_shuffle[:, :len_keep], (ids_restore >= len_keep).float(), ids_restore
+
+    def random_masking(self, x, mask_ratio, noise):
+        """Step 2, mask: keep the patches of lowest noise. x [N,L,D], noise [K*N,L] (k-major: row k*N + n
+        masks image n) -> x_masked [K*N,keep,D], mask [K*N,L] (1 = removed), ids_restore [K*N,L].
+        The visible patches are gathered straight from the N images, never repeated K times."""
+        N, L, D = x.shape
+        if noise.shape[0] % N:
+            raise ValueError(f"noise has {noise.shape[0]} rows for {N} images")
+        ids_keep, mask, ids_restore = self.mask_indices(noise, num_visible(L, mask_ratio))
+        image = torch.arange(noise.shape[0], device=x.device) % N
+        rows = (image[:, None] * L + ids_keep).flatten()
+        return x.reshape(N * L, D).index_select(0, rows).view(noise.shape[0], -1, D), mask, ids_restore
 
     def forward_encoder(self, imgs, mask_ratio, noise):
-        """Steps 1-3: embed the patches, mask them, encode the visible ones.
+        """Steps 1-3: embed the patches (once per image), mask them, encode the visible ones.
         imgs [N,C,H,W], noise [K*N,L] (k-major; K = 1 for one mask each)
         -> latent [K*N,1+keep,D], mask [K*N,L], ids_restore [K*N,L]"""
         x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]
-        noise = noise.reshape(-1, x.shape[1])
-        if noise.shape[0] != x.shape[0]:
-            if noise.shape[0] % x.shape[0]:
-                raise ValueError(f"noise has {noise.shape[0]} rows for {x.shape[0]} images")
-            x = x.repeat(noise.shape[0] // x.shape[0], 1, 1)
-        x, mask, ids_restore = self.random_masking(x, mask_ratio, noise)
+        x, mask, ids_restore = self.random_masking(x, mask_ratio, noise.reshape(-1, x.shape[1]))
         return self._encode(x), mask, ids_restore
 
     def forward_features(self, imgs):
@@ -170,16 +172,25 @@ class MaskedAutoencoderViT(nn.Module):
         """Step 4: mask tokens fill the removed patches, the decoder predicts every patch.
         latent [B,1+keep,D], ids_restore [B,L] -> pred [B,L,p*p*C] in the target space"""
         x = self.decoder_embed(x)
-        mask_tokens = self.mask_token.repeat(x.shape[0], ids_restore.shape[1] + 1 - x.shape[1], 1)
-        x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # no cls token
-        x_ = torch.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[2]))
-        x = torch.cat([x[:, :1, :], x_], dim=1)
-        x = x + self.decoder_pos_embed
+        x = self._unshuffle(x[:, :1], x[:, 1:], ids_restore)
         for blk in self.decoder_blocks:
             x = blk(x)
         x = self.decoder_norm(x)
         x = self.decoder_pred(x)
         return x[:, 1:, :]
+
+    def _unshuffle(self, cls, visible, ids_restore):
+        """The decoder's input [B,1+L,D] with its position embedding: the cls token, each visible
+        token at its patch, the mask token everywhere else. One write of the mask tokens and a
+        scatter of the visible ones (the same sums as MAE's repeat, cat, gather, cat and add)."""
+        B, L = ids_restore.shape
+        pos = self.decoder_pos_embed
+        ids_keep = torch.empty_like(ids_restore).scatter_(
+            1, ids_restore, torch.arange(L, device=ids_restore.device).expand(B, L))[:, :visible.shape[1]] + 1
+        x = (self.mask_token + pos).expand(B, -1, -1).contiguous()
+        x[:, :1] = cls + pos[:, :1]
+        index = ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[2])
+        return x.scatter_(1, index, visible + pos[0][ids_keep])
 
     def forward_loss(self, imgs, pred, mask):
         """Step 5: mean squared error over the masked patches, in the target space.

@@ -7,10 +7,14 @@ on CPU (`resolve_precision`); the previous batch's result is copied to the host
 while the next one is queued. A forward holds at most `rows_per_forward`
 image-masks (on CPU `images_per_forward` keeps its widest activation
 cache-sized), and `in_mask_chunks` splits a large K into chunks of masks with
-the same scores. `compile` (torch.compile) and `cuda_graphs` are opt-in fast
-paths on static shapes (`make_step`).
+the same scores. On CPU whole forwards run side by side, one per core on one
+thread each (`cpu_workers`): a small model's ops are too small to split. `compile`
+(torch.compile) and `cuda_graphs` are opt-in fast paths on static shapes (`make_step`).
 """
+import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,6 +25,7 @@ from .model import MaskedAutoencoderViT
 PRECISIONS = ("auto", "fp32", "bf16")
 CPU_ACTIVATION_BYTES = 16 << 20  # on CPU a forward is cut so its widest activation stays cache-sized
 MASKS_PER_IMAGE = 8  # off the CPU a forward holds at most batch_size * MASKS_PER_IMAGE image-masks
+_CPU_PASS = threading.RLock()  # held by a CPU pass while it runs one thread per op
 
 
 def on_device(model: MaskedAutoencoderViT, device) -> torch.device:
@@ -130,6 +135,40 @@ def make_step(fn, static_batch: int, compile: bool, cuda_graphs: bool, device: t
     return step
 
 
+def _in_order(run, items, workers: int):
+    """Yield run(item) for each item in order, computed by `workers` threads (1: lazily in this one),
+    at most workers + 1 items ahead of the consumer."""
+    if workers == 1:
+        yield from map(run, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        window = deque()
+        for item in items:
+            window.append(pool.submit(run, item))
+            if len(window) > workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+@contextmanager
+def cpu_workers(device: torch.device, enabled: bool = True):
+    """The worker threads of a pass: on CPU one per intra-op thread, each running whole forwards on
+    one thread; else 1. A small model's ops are too small to split across cores (and one descheduled
+    thread of a split op stalls the other), whole forwards side by side are not. Meanwhile the
+    process runs one thread per op; CPU passes in one process take turns."""
+    if device.type != "cpu" or not enabled:
+        yield 1
+        return
+    with _CPU_PASS:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield threads
+        finally:
+            torch.set_num_threads(threads)
+
+
 def stream(model, source: ImageSource, batch_size: int, device, progress, precision: str, noise_fn, fn,
             rows_per_image: int, compile: bool = False, cuda_graphs: bool = False):
     """Run fn(normalised images, noise) over the source's batches -> (ids, [per-batch numpy results])."""
@@ -142,8 +181,13 @@ def stream(model, source: ImageSource, batch_size: int, device, progress, precis
     batch_size = min(batch_size, max(1, rows_per_forward(model, device, batch_size) // rows_per_image))
     step = make_step(fn, min(batch_size, len(source)), compile, cuda_graphs, device)
     bf16 = resolve_precision(precision, device) == "bf16"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=not cuda_graphs)
     ids_out, results, done, pending = [], [], 0, None
+
+    def forward(batch):  # inference mode and autocast are per thread
+        ids, images, noise = batch
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16,
+                                                    cache_enabled=not cuda_graphs):
+            return ids, step(model.normalize(images), noise.to(device, non_blocking=True))
 
     def collect(ids, out):  # the previous batch: its copy to the host waits while the next one is queued
         nonlocal done
@@ -153,15 +197,14 @@ def stream(model, source: ImageSource, batch_size: int, device, progress, precis
         if progress is not None:
             progress(done, len(source))
 
-    with torch.inference_mode(), autocast:
-        for ids, images, noise in _prefetch(_loader(source, batch_size, noise_fn, cuda), cuda):
-            out = step(model.normalize(images), noise.to(device, non_blocking=True))
+    with cpu_workers(device, enabled=not compile) as workers:
+        for item in _in_order(forward, _prefetch(_loader(source, batch_size, noise_fn, cuda), cuda), workers):
             if pending is not None:
                 collect(*pending)
-            pending = (ids, out)
+            pending = item
         collect(*pending)
     return np.concatenate(ids_out), results
 
 
 __all__ = ["PRECISIONS", "CPU_ACTIVATION_BYTES", "MASKS_PER_IMAGE", "on_device", "images_per_forward",
-           "rows_per_forward", "in_mask_chunks", "resolve_precision", "make_step", "stream"]
+           "rows_per_forward", "in_mask_chunks", "resolve_precision", "make_step", "cpu_workers", "stream"]
