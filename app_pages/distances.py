@@ -30,7 +30,7 @@ def shadow_caption(r, threshold: float | None, side: str) -> None:
         c = r.metrics["confusion"]
         st.caption(f"The dashed line is the shadow's threshold, {threshold:.4g}: images {side} of it are predicted "
                    f"members, for a balanced accuracy of {c['balanced_accuracy']:.3f} on the target (0.5 is chance). "
-                   f"Plain accuracy {c['accuracy']:.3f}; calling every image a non-member already scores "
+                   f"Plain accuracy {c['accuracy']:.3f}; calling every image a {c['trivial_call']} already scores "
                    f"{c['trivial_accuracy']:.3f} with {c['tp'] + c['fn']} members and {c['fp'] + c['tn']} "
                    "non-members.")
     elif threshold is not None:
@@ -44,7 +44,7 @@ def attack_view(a: str, r) -> None:
     n = widgets.natural(r)
     member, nonmember, shadow_threshold, lower = n.members, n.nonmembers, n.threshold, n.lower_is_member
     reading = member_reading(a, r.spec)
-    st.caption(f"{widgets.help_text(a)} {reading[0].upper()}{reading[1:]}. AUC {r.metrics['auc']:.3f}.")
+    st.caption(f"{widgets.help_text(a)} On this axis: {reading}. AUC {r.metrics['auc']:.3f}.")
     c1, c2 = st.columns(2)
     c1.metric("median, members", f"{np.median(member):.4g}")
     c2.metric("median, non-members", f"{np.median(nonmember):.4g}")
@@ -68,7 +68,7 @@ def attack_view(a: str, r) -> None:
     c2.metric("FPR", f"{c['fpr']:.3f}", help=f"Share of the non-members {side} of your line.")
     c3.metric("Balanced acc.", f"{c['balanced_accuracy']:.3f}",
               help=f"(TPR + 1 - FPR) / 2 at your line; 0.5 is chance. Plain accuracy {c['accuracy']:.3f}, and "
-                   f"calling every image a non-member scores {c['trivial_accuracy']:.3f}.")
+                   f"calling every image a {c['trivial_call']} scores {c['trivial_accuracy']:.3f}.")
     if show_shadow and n.shadow_members is not None:
         fig = charts.hist_figure({"shadow members": (n.shadow_members, "#8e24aa"),
                                   "shadow non-members": (n.shadow_nonmembers, "#43a047")},
@@ -79,7 +79,7 @@ def attack_view(a: str, r) -> None:
 
 for col, (a, r) in zip(st.columns(len(results)), results.items()):
     with col:
-        st.subheader("Raw distance (the paper's attack)" if a == "paper" else "Calibrated by reference models")
+        st.subheader(widgets.label(a).capitalize())
         attack_view(a, r)
 if len(results) == 1 and "paper" in results:
     st.info("Calibrated scores need reference models; this experiment has none.")

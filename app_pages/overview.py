@@ -85,7 +85,8 @@ else:
                            f"{len(exp.nonmembers)} non-members can show (one false positive, "
                            f"1/{len(exp.nonmembers)} = {m['min_measurable_fpr']:.3g}).")
             if confusion is not None:
-                st.caption(f"Plain accuracy {confusion['accuracy']:.3f}; calling every image a non-member already "
+                st.caption(f"Plain accuracy {confusion['accuracy']:.3f}; calling every image a "
+                           f"{confusion['trivial_call']} already "
                            f"scores {confusion['trivial_accuracy']:.3f} with {len(exp.members)} members and "
                            f"{len(exp.nonmembers)} non-members, so read balanced accuracy and the TPR at low FPR.")
     if "calibrated" not in exp.available_attacks():

@@ -82,8 +82,8 @@ def confusion_numbers(c: dict) -> None:
         cols[2].metric("Predicted members", f"{c['tp'] + c['fp']}")
     n_m, n_n = c["tp"] + c["fn"], c["fp"] + c["tn"]
     if n_m != n_n:
-        st.caption(f"With {n_m} members and {n_n} non-members, calling every image "
-                   f"{'a non-member' if n_n > n_m else 'a member'} already scores accuracy "
+        st.caption(f"With {n_m} members and {n_n} non-members, calling every image a {c['trivial_call']} "
+                   "already scores accuracy "
                    f"{c['trivial_accuracy']:.3f}: read balanced accuracy and the TPR at low FPR instead.")
 
 

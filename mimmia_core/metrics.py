@@ -97,7 +97,8 @@ class OperatingPoints:
         return dict(tp=tp, fp=fp, tn=tn, fn=fn, accuracy=(tp + tn) / (n_m + n_n),
                     balanced_accuracy=(tpr + 1 - fpr) / 2, precision=tp / (tp + fp) if tp + fp else 0.0,
                     recall=tpr, tpr=tpr, fpr=fpr,
-                    trivial_accuracy=max(n_m, n_n) / (n_m + n_n))  # all called the larger class, for reference
+                    trivial_accuracy=max(n_m, n_n) / (n_m + n_n),  # all called the larger class, for reference
+                    trivial_call="non-member" if n_n >= n_m else "member")
 
 
 def confusion_at(member_scores, nonmember_scores, threshold: float) -> dict:

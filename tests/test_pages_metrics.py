@@ -37,6 +37,7 @@ def test_operating_point_on_distances_by_hand():
     assert c["tpr"] == pytest.approx(2 / 3) and c["fpr"] == pytest.approx(1 / 4)
     assert c["balanced_accuracy"] == pytest.approx((2 / 3 + 3 / 4) / 2)
     assert c["accuracy"] == pytest.approx(5 / 7) and c["trivial_accuracy"] == pytest.approx(4 / 7)
+    assert c["trivial_call"] == "non-member"  # 4 non-members outnumber 3 members
     # below every value: no member called; above every value: all called
     assert operating_point(members, nonmembers, 0.05, lower_is_member=True)["tp"] == 0
     c = operating_point(members, nonmembers, 1.0, lower_is_member=True)
@@ -47,6 +48,8 @@ def test_operating_point_on_scores_by_hand():
     # higher = member (a calibrated score, PSNR): at or above 0.4 lie the member 0.4 and the non-members 0.5, 0.6, 0.9
     c = operating_point([0.1, 0.2, 0.4], [0.2, 0.5, 0.6, 0.9], 0.4, lower_is_member=False)
     assert (c["tp"], c["fn"], c["fp"], c["tn"]) == (1, 2, 3, 1)
+    more = operating_point([0.1, 0.2, 0.4], [0.2], 0.3, lower_is_member=False)
+    assert more["trivial_call"] == "member" and more["trivial_accuracy"] == pytest.approx(3 / 4)
     assert c["balanced_accuracy"] == pytest.approx((1 / 3 + 1 / 4) / 2)
     with pytest.raises(ValueError, match="NaN"):
         operating_point([np.nan], [0.2], 0.1, lower_is_member=True)
