@@ -4,7 +4,7 @@ import streamlit as st
 import torch
 
 from app_pages import state, widgets
-from app_pages.views import display_image, top_n
+from app_pages.views import display_image, strip, top_n
 from mimmia_core.axes import member_reading, score_axis, score_name
 from mimmia_core.masking import mask_noise
 from mimmia_core.reconstruction import reconstruct
@@ -23,17 +23,18 @@ ran = list(results)
 default = "calibrated" if "calibrated" in ran else ran[0]
 if st.session_state.get("exposed_attack") not in ran:  # first visit, or an attack that no longer runs
     st.session_state["exposed_attack"] = default
-ranking = st.selectbox("Rank by the attack", ran, key="exposed_attack", format_func=widgets.label,
-                       help="Each image's score under this attack (higher = more member-like) orders the galleries.")
+choose, how_many = st.columns([2, 3])
+ranking = choose.selectbox("Rank by the attack", ran, key="exposed_attack", format_func=widgets.label,
+                           help="Each image's score under this attack (higher = more member-like) orders the "
+                                "galleries.")
 r = results[ranking]
 sign, _ = score_axis(ranking, r.spec)
+most = min(len(r.member_ids), len(r.nonmember_ids))
+n = how_many.slider("How many images", 1, min(24, most), min(9, most), key="exposed_n")
 st.caption(f"Ranked by the {widgets.label(ranking)} attack, most member-like first; "
-           f"{state.spec_caption(spec, aggregate)}. Each image is shown as the original, its first mask, and the target's reconstruction under that mask "
-           f"(with the visible patches pasted back). Scores are the {score_name(ranking)} "
-           f"({member_reading(ranking, r.spec)}).")
-
-n = st.slider("How many images", 1, min(24, len(r.member_ids), len(r.nonmember_ids)),
-              min(9, len(r.member_ids), len(r.nonmember_ids)), key="exposed_n")
+           f"{state.spec_caption(spec, aggregate)}. Each image is shown as the original, its first mask, and the "
+           f"target's reconstruction under that mask (with the visible patches pasted back). Scores are the "
+           f"{score_name(ranking)} ({member_reading(ranking, r.spec)}).")
 st.download_button("Download every image's scores (CSV)", lambda: scores_csv(exp, list(results.values())).encode(),
                    file_name=scores_filename(exp.name, spec, aggregate), mime="text/csv", key="exposed_csv",
                    help="The CLI's scores.csv: '#' lines on top record the settings, every model's and image set's "
@@ -49,8 +50,8 @@ def card(rec, i: int, image_id: int, member: bool, score: float) -> None:
         f" · predicted {'member' if score >= r.threshold else 'non-member'}"
     st.markdown(f"**#{i + 1} · {'member' if member else 'non-member'} {image_id}**  \n"
                 f"{score_name(ranking)} {sign * score:.4g}{verdict}")
-    st.image([display_image(x[i], 84) for x in (rec.original, rec.masked, rec.pasted)],
-             caption=["original", "masked", "reconstruction"], width=84)
+    st.image(strip([display_image(x[i], 112) for x in (rec.original, rec.masked, rec.pasted)]),
+             caption="original · masked · reconstruction", width="stretch")
 
 
 def gallery(title: str, caption: str, source, ids, scores, member: bool):

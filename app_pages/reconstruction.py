@@ -4,8 +4,8 @@ import streamlit as st
 import torch
 
 from app_pages import cached, charts, state, views, widgets
-from app_pages.views import display_image, error_overlay, fraction_at_or_above, gallery_page, patch_grid, \
-    reconstruction_panels
+from app_pages.views import display_image, error_overlay, fraction_at_or_above, framed, gallery_page, \
+    patch_grid, reconstruction_panels
 from mimmia_core.axes import score_axis, score_name
 from mimmia_core.data import ImageSizeError
 from mimmia_core.image_score import load_upload, member_verdicts
@@ -26,16 +26,19 @@ sources = {"member": exp.members, "non-member": exp.nonmembers}
 
 
 def show_image(kind: str, image_id: int) -> None:
-    """Select `image_id` of `kind` and turn the gallery to its page (a callback: runs before the rerun)."""
+    """Select `image_id` of `kind` (a callback: runs before the rerun)."""
     st.session_state[f"recon_id_{kind}"] = int(image_id)
-    position = int(sources[kind].positions_of([int(image_id)])[0])
-    st.session_state[f"recon_page_{kind}"] = position // PER_PAGE + 1
 
 
 def jump_to_example(verdicts) -> None:
+    """Select the first caught or missed member and turn the gallery to its page: a new pagination widget
+    (its key counts the jumps) that starts there, as a widget's value cannot be set and defaulted at once."""
     which = verdicts.caught if st.session_state["recon_example"] == "caught" else verdicts.missed
     if len(which):
         show_image("member", which[0])
+        position = int(sources["member"].positions_of([int(which[0])])[0])
+        st.session_state["recon_gallery_start"] = position // PER_PAGE + 1
+        st.session_state["recon_jumps"] = st.session_state.get("recon_jumps", 0) + 1
 
 
 def member_examples() -> None:
@@ -85,15 +88,18 @@ def gallery(kind: str, image_id: int) -> None:
     src = sources[kind]
     _, pages = gallery_page(len(src), 1, PER_PAGE)
     st.markdown(f"**Gallery** of the {len(src)} {kind}s: click an id under a thumbnail to show that image")
-    page = st.pagination(pages, key=f"recon_page_{kind}") if pages > 1 else 1
+    start = min(st.session_state.get("recon_gallery_start", 1), pages) if kind == "member" else 1
+    page = st.pagination(pages, default=start, key=f"recon_page_{kind}_{st.session_state.get('recon_jumps', 0)}") \
+        if pages > 1 else 1
     positions, _ = gallery_page(len(src), page, PER_PAGE)
     ids, thumbs = src.ids[positions.start:positions.stop], src.images(np.asarray(positions))
     for row in range(0, len(ids), 8):
         for col, i in zip(st.columns(8), range(row, min(row + 8, len(ids)))):
-            col.image(display_image(thumbs[i], 56), width="stretch")
-            col.button(str(ids[i]), key=f"recon_pick_{kind}_{ids[i]}", width="stretch",
-                       type="primary" if ids[i] == image_id else "secondary",
-                       on_click=show_image, args=(kind, ids[i]))
+            chosen = ids[i] == image_id
+            thumb = display_image(thumbs[i], 56)
+            col.image(framed(thumb) if chosen else thumb, width="stretch")
+            col.button(f"**{ids[i]}**" if chosen else str(ids[i]), key=f"recon_pick_{kind}_{ids[i]}",
+                       width="stretch", type="tertiary", on_click=show_image, args=(kind, ids[i]))
 
 
 # --------------------------------------------------------------------------
@@ -147,8 +153,8 @@ for name, loaded in models:
     fig = charts.heatmap_figure(grid, "error per patch", zmax=zmax, height=230)
     fig.update_traces(colorbar=dict(thickness=10, title=dict(text="MSE", side="right")))
     cols[5].plotly_chart(fig, width="stretch", key=f"recon_heat_{name}")
-    cols[5].caption(f"White: visible patch (not scored). Colour: {rec.error_unit}, from 0 to this model's "
-                    f"largest, {zmax:.3g}; the overlay uses the same scale.")
+    st.caption(f"Error colours (overlay and heatmap): this model's own scale, from 0 to its largest patch "
+               f"error {zmax:.3g}, in {rec.error_unit}. White in the heatmap: a visible patch (not scored).")
 if exp.shadow is None:
     st.info("This experiment has no shadow model.")
 

@@ -128,6 +128,22 @@ def error_overlay(image: np.ndarray, grid: np.ndarray, zmax: float, alpha: float
     return np.where(masked, (1 - alpha) * rgb + alpha * tint, rgb).astype(np.float32)
 
 
+def framed(image: np.ndarray, rgb=(0.85, 0.11, 0.38), width: int = 4) -> np.ndarray:
+    """A display image (H, W) or (H, W, 3) in [0, 1] as RGB with a `width`-pixel frame of colour `rgb`
+    (the selected thumbnail of a gallery)."""
+    out = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else np.array(image)
+    out[:width], out[-width:], out[:, :width], out[:, -width:] = rgb, rgb, rgb, rgb
+    return out
+
+
+def strip(images, gap: int = 4) -> np.ndarray:
+    """Display images of one height side by side, `gap` white pixels apart; grey ones become RGB if any is."""
+    rgb = any(x.ndim == 3 for x in images)
+    images = [np.repeat(x[..., None], 3, axis=-1) if rgb and x.ndim == 2 else x for x in images]
+    white = np.ones((images[0].shape[0], gap, *images[0].shape[2:]), np.float32)
+    return np.concatenate([part for x in images for part in (white, x)][1:], axis=1)
+
+
 def gallery_page(n: int, page: int, per_page: int = 16) -> tuple[range, int]:
     """Positions shown on gallery page `page` (1-indexed, clipped to the pages there are) of `n` images, and
     the number of pages."""
@@ -165,5 +181,6 @@ def top_n(ids, scores, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 __all__ = ["image_id", "histogram", "shares", "fraction_at_or_above", "upscale", "display_image",
-           "reconstruction_panels", "patch_grid", "VIRIDIS", "viridis", "error_overlay", "gallery_page", "slider_range",
+           "reconstruction_panels", "patch_grid", "VIRIDIS", "viridis", "error_overlay", "framed", "strip",
+           "gallery_page", "slider_range",
            "slider_start", "top_n"]

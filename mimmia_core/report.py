@@ -96,18 +96,27 @@ def score_columns(experiment, results) -> dict:
 
 def _column_note(result) -> str:
     """What an attack's score column holds, in the words of axes.score_axis: a distance's column is its
-    negative (every score is higher = more member-like)."""
-    sign, _ = score_axis(result.attack, result.spec)
-    spec = result.spec
-    over = f"{result.aggregate} over K = {spec.num_masks} masks at mask ratio {spec.mask_ratio:g}, seed {spec.seed}"
-    if make_attack(result.attack).name not in ("paper", "unmasked"):
-        what = f"the {score_name(result.attack)}"
-    elif sign < 0:
-        what = f"minus the {score_name(result.attack)} ({spec.distance}), a negative distance"
+    negative (every score is higher = more member-like), and which of the settings it depends on."""
+    attack, spec = make_attack(result.attack), result.spec
+    sign, _ = score_axis(attack, spec)
+    if not attack.uses_distance:
+        over = f"seed {spec.seed}; no mask, so mask ratio, K and distance do not apply"
+    elif not attack.uses_mask_ratio:
+        over = (f"{result.aggregate} over K = {spec.num_masks} masks of one patch each (not the mask ratio), "
+                f"seed {spec.seed}")
     else:
-        what = f"the {score_name(result.attack)} as PSNR in dB ({spec.distance})"
-    threshold = "none" if result.threshold is None else f"{result.threshold!r} (learned on the shadow, rule " \
-                                                          f"{result.threshold_rule})"
+        over = f"{result.aggregate} over K = {spec.num_masks} masks at mask ratio {spec.mask_ratio:g}, seed {spec.seed}"
+    if attack.name not in ("paper", "unmasked"):
+        what = f"the {score_name(attack)}"
+    elif sign < 0:
+        what = f"minus the {score_name(attack)} ({spec.distance}), a negative distance"
+    else:
+        what = f"the {score_name(attack)} as PSNR in dB ({spec.distance})"
+    if result.threshold is None:
+        threshold = "none (no shadow model)"
+    else:
+        threshold = f"{result.threshold!r} (learned on the shadow, rule {result.threshold_rule})" + \
+            ("; inf: no image is called a member" if result.threshold == np.inf else "")
     return f"{what}, {over}; higher = more member-like; threshold {threshold}"
 
 
@@ -245,4 +254,5 @@ def sweep_table(rows: list[dict]) -> str:
 
 
 __all__ = ["versions", "jsonable", "result_summary", "attack_report", "score_columns", "scores_header",
-           "scores_filename", "scores_csv", "write_attack_report", "attack_table", "write_sweep", "sweep_table", "model_scores_csv", "write_model_scores", "ROLES"]
+           "scores_filename", "scores_csv", "write_attack_report", "attack_table", "write_sweep", "sweep_table",
+           "model_scores_csv", "write_model_scores", "ROLES"]

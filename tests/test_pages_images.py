@@ -106,6 +106,10 @@ def test_heatmap_overlay_and_gallery_pages():
     assert out[3, 0, 1] == pytest.approx(0.5 * 0.2 + 0.5 * (130 + 158) / 2 / 255)
     with pytest.raises(ValueError, match="does not split"):
         views.error_overlay(np.zeros((5, 5)), grid, 1.0)
+    frame = views.framed(np.full((6, 6), 0.5), rgb=(1.0, 0.0, 0.0), width=2)
+    assert frame.shape == (6, 6, 3) and frame[0, 3].tolist() == [1, 0, 0] and frame[2, 2].tolist() == [0.5] * 3
+    row = views.strip([np.zeros((3, 2)), np.zeros((3, 2, 3))], gap=1)
+    assert row.shape == (3, 5, 3) and row[:, 2].tolist() == [[1, 1, 1]] * 3 and row[:, [0, 1, 3, 4]].max() == 0
     assert views.gallery_page(40, 3) == (range(32, 40), 3)
     assert views.gallery_page(40, 7) == (range(32, 40), 3) and views.gallery_page(0, 1) == (range(0, 0), 1)
 
@@ -135,6 +139,7 @@ def test_scores_csv_carries_its_settings(core, paper_and_calibrated):
     paper = paper_and_calibrated[0]
     assert header["column paper"].startswith("minus the reconstruction distance (masked_mse), a negative distance")
     assert f"threshold {paper.threshold!r}" in header["column paper"]
+    assert "mean over K = 2 masks at mask ratio 0.75, seed 0" in header["column paper"]
     table = pd.read_csv(io.StringIO(text), comment="#")
     cols = report.score_columns(exp, paper_and_calibrated)
     assert list(table.columns) == list(cols) and len(table) == len(cols["id"])
@@ -142,6 +147,16 @@ def test_scores_csv_carries_its_settings(core, paper_and_calibrated):
     assert (table["paper"] < 0).all()  # a negative distance
     assert report.scores_filename("tiny demo/x", SPEC, "median") == \
         "mimmia_scores_tiny-demo-x_mr0.75_K2_seed0_masked_mse_median.csv"
+
+
+def test_scores_csv_says_which_settings_a_column_ignores(core):
+    exp, scorer = core
+    results = [run_attack(a, exp, SPEC, scorer) for a in ("unmasked", "encodermi")]
+    header = [line for line in report.scores_header(exp, results) if line.startswith("# column ")][1:]
+    assert header[0].startswith("# column unmasked: minus the unmasked reconstruction error (all_mse), a negative "
+                                "distance, mean over K = 2 masks of one patch each (not the mask ratio), seed 0;")
+    assert header[2].startswith("# column encodermi: the view similarity, seed 0; no mask, so mask ratio, K and "
+                                "distance do not apply;")
 
 
 def test_cli_scores_csv_reads_with_pandas(core, paper_and_calibrated, tmp_path):
@@ -173,7 +188,7 @@ def test_reconstruction_opens_on_a_caught_member(app, paper_and_calibrated):
     other = int(next(i for i in paper_and_calibrated[0].member_ids if i not in (v.caught[0], v.missed[0])))
     at.button(key=f"recon_pick_member_{other}").click().run()  # a gallery thumbnail
     assert at.selectbox(key="recon_id_member").value == other
-    assert any("White: visible patch" in c.value for c in at.caption)
+    assert any("White in the heatmap: a visible patch" in c.value for c in at.caption)
 
 
 def test_reconstruction_says_an_rgb_upload_was_converted(app):
@@ -198,4 +213,4 @@ def test_most_exposed_ranks_by_the_chosen_attack(app, core):
         shown = -scores[0] if attack == "paper" else scores[0]  # the paper attack's score as its distance
         assert cards[0].startswith(f"**#1 · member {ids[0]}**") and f"{shown:.4g}" in cards[0]
         assert cards[1].startswith(f"**#1 · non-member {non_ids[0]}**")
-    assert at.image[0].captions == ["original", "masked", "reconstruction"]
+    assert at.image[0].captions == ["original · masked · reconstruction"]
