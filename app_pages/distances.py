@@ -13,7 +13,7 @@ spec, aggregate = state.current_spec(), state.current_aggregate()
 st.title("Distances")
 st.caption("If the target remembers its training images, it reconstructs members more closely than non-members "
            "(a lower distance, a higher PSNR). The dashed line is the threshold the adversary learned on its shadow "
-           "model; the solid line is yours, moved with the slider under each chart. "
+           "model; the solid line is yours, moved with the slider above each chart. "
            f"Mask ratio and K are in the sidebar ({state.spec_caption(spec, aggregate)}).")
 
 results = widgets.headline_results(exp, exp_key, spec, aggregate)
