@@ -73,40 +73,43 @@ def write_pack(entries, path) -> Path:
 
 
 class ScorePack:
-    """A pack opened for reading; `get(request)` is ScoreCache.get's answer from it."""
+    """A pack opened for reading (once, then kept open); `get(request)` is ScoreCache.get's answer from it."""
 
     def __init__(self, path):
         self.path = Path(path)
-        self._index = None
-        self._lock = threading.Lock()
+        self._file, self._index = None, None
+        self._lock = threading.Lock()  # one reader at a time: a zip file is not read safely by two threads
 
-    def _entries(self) -> dict:
-        with self._lock:
-            if self._index is None:
-                try:
-                    with np.load(self.path, allow_pickle=False) as z:
-                        doc = json.loads(str(z[INDEX]))
-                    self._index = doc["entries"] if doc.get("version") == PACK_VERSION else {}
-                except Exception:  # noqa: BLE001 -- a damaged pack is a miss for every request
-                    self._index = {}
-            return self._index
+    def _open(self) -> dict:
+        """The index, opening the pack at the first call; a damaged pack has an empty index."""
+        if self._index is None:
+            try:
+                self._file = np.load(self.path, allow_pickle=False)
+                doc = json.loads(str(self._file[INDEX]))
+                self._index = doc["entries"] if doc.get("version") == PACK_VERSION else {}
+            except Exception:  # noqa: BLE001 -- a damaged pack is a miss for every request
+                self._index = {}
+        return self._index
 
     def get(self, request: dict) -> dict[str, np.ndarray] | None:
-        key = request_key(request)
-        item = self._entries().get(key)
+        with self._lock:
+            return self._get(request)
+
+    def _get(self, request: dict) -> dict[str, np.ndarray] | None:
+        item = self._open().get(request_key(request))
         if item is None or item["request"] != canonical(request):
             return None
         try:
-            with np.load(self.path, allow_pickle=False) as z:
-                arrays = {"ids": z[item["ids"]], **{name: z[member] for name, member in item["arrays"].items()}}
+            arrays = {"ids": self._file[item["ids"]],
+                      **{name: self._file[member] for name, member in item["arrays"].items()}}
         except Exception:  # noqa: BLE001 -- damaged bytes raise many types
             return None
         if "psnr_of" in item:
-            source = self._entries().get(item["psnr_of"])
-            if source is None:
+            source = self._index.get(item["psnr_of"])
+            mse = None if source is None else self._get(json.loads(source["request"]))
+            if mse is None:
                 return None
-            arrays = {**self.get(json.loads(source["request"])), "ids": arrays["ids"]}
-            arrays["per_mask"] = _psnr_of(arrays["per_mask"])
+            arrays["per_mask"] = _psnr_of(mse["per_mask"])
         return arrays
 
 

@@ -27,7 +27,7 @@ from mimmia_core.attacks import make_attack, run_attack, sweep
 from mimmia_core.data import ArraySource, load_image_bytes
 from mimmia_core.experiment import load_demo_experiment
 from mimmia_core.image_score import score_image
-from mimmia_core.metrics import OperatingPoints
+from mimmia_core.metrics import operating_point
 from mimmia_core.model import build_model
 from mimmia_core.scorer import Scorer
 from mimmia_core.scores import ScoreSpec
@@ -140,22 +140,23 @@ def test_mask_ratio_slider_changes_distances(core):
 
 
 def test_threshold_slider_moves_the_operating_point(core):
+    """The ROC page's slider is in distance units (the paper's scores negated), lower = member."""
     exp, scorer = core
     at = goto(start(), "roc")
     r = run_attack("paper", exp, spec(), scorer)
-    points = OperatingPoints(r.member_scores, r.nonmember_scores)
+    m, n = -r.member_scores, -r.nonmember_scores
     slider = at.slider(key="roc_threshold_paper")
-    lo, hi, step = views.slider_range(r.member_scores, r.nonmember_scores, [r.threshold])
+    lo, hi, step = views.slider_range(m, n, [-r.threshold])
     assert (slider.min, slider.max, slider.step) == pytest.approx((lo, hi, step))
-    assert slider.value == pytest.approx(r.threshold)  # starts at the shadow's threshold
-    c = points.at(r.threshold)
+    assert slider.value == pytest.approx(-r.threshold)  # starts at the shadow's threshold
+    c = operating_point(m, n, -r.threshold, lower_is_member=True)
     assert metric(at, "Accuracy") == f"{c['accuracy']:.3f}" == f"{r.metrics['confusion']['accuracy']:.3f}"
     shown = []
     for q in (0.2, 0.8):
-        t = lo + round((np.quantile(np.r_[r.member_scores, r.nonmember_scores], q) - lo) / step) * step
+        t = lo + round((np.quantile(np.r_[m, n], q) - lo) / step) * step
         at.slider(key="roc_threshold_paper").set_value(t).run()
         assert_clean(at, f"roc at threshold {t}")
-        c = points.at(t)
+        c = operating_point(m, n, t, lower_is_member=True)
         assert metric(at, "Accuracy") == f"{c['accuracy']:.3f}"
         assert metric(at, "Precision") == f"{c['precision']:.3f}"
         assert metric(at, "Recall (TPR)") == f"{c['tpr']:.3f}"
