@@ -6,6 +6,9 @@ opens the process group from that environment: gloo on CPU, and on a CUDA
 machine NCCL for CUDA tensors (DDP training) with gloo for the CPU objects that
 scoring exchanges. Each rank runs on cuda:LOCAL_RANK (`rank_device`).
 
+Work is spread by `share`: rank r of W takes items r, r + W, r + 2W, ... (a reference farm's models,
+each trained by its rank alone; a source's images, `shard`).
+
 Scoring (`sharded`): rank r scores the images at positions r, r + W, r + 2W, ...
 of a source (W ranks); the shards' arrays are gathered on every rank and merged
 by image id into the arrays of the whole source. Masks are a function of (seed,
@@ -81,11 +84,16 @@ def rank_device(device: torch.device) -> torch.device:
     return torch.device("cuda", local)
 
 
-def shard(source: ImageSource, rank: int, world: int) -> ImageSource:
-    """The images of `source` at positions rank, rank + world, rank + 2 * world, ... (in that order)."""
+def share(items, rank: int, world: int):
+    """Rank's share of work spread over `world` ranks: the items at positions rank, rank + world, ..."""
     if not 0 <= rank < world:
         raise ValueError(f"rank must lie in 0..{world - 1}, got {rank}")
-    return Subset(source, source.ids[rank::world], name=f"{source.name}[rank {rank} of {world}]")
+    return items[rank::world]
+
+
+def shard(source: ImageSource, rank: int, world: int) -> ImageSource:
+    """The images of `source` at positions rank, rank + world, rank + 2 * world, ... (in that order)."""
+    return Subset(source, share(source.ids, rank, world), name=f"{source.name}[rank {rank} of {world}]")
 
 
 def exchange(payload) -> list:
@@ -146,4 +154,4 @@ def merge_shards(parts: list, source: ImageSource) -> dict:
 
 
 __all__ = ["RankFailed", "env_world_size", "rank_and_world", "init_from_env", "shutdown", "is_main_rank",
-           "rank_device", "shard", "exchange", "finish", "barrier", "from_main_rank", "sharded", "merge_shards"]
+           "rank_device", "share", "shard", "exchange", "finish", "barrier", "from_main_rank", "sharded", "merge_shards"]

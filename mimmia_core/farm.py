@@ -11,13 +11,12 @@ Resumable: reference i is finished when DIR/ref-<i> is a complete checkpoint who
 recipe ("farm_recipe"), the fingerprint of its training ids ("training_ids", manifest.ids_fingerprint) and
 its own weights ("model_fingerprint", checked against the weights on disk); anything else is (re)trained,
 an interrupted training continuing from its saved state. Work is spread over processes on CPU (`jobs`,
-one thread each) and over torchrun ranks: rank r of W trains references r, r + W, ..., each in one process
-(not DDP), on cuda:LOCAL_RANK where there is a GPU.
+one thread each) and over torchrun ranks (distributed.init_from_env and share): rank r of W trains
+references r, r + W, ..., each alone (train_mae's distributed=False, not DDP), on cuda:LOCAL_RANK where
+there is a GPU.
 """
 import json
-import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .atomic import atomic_write_text
 from .checkpoint import CheckpointError, load_own_checkpoint, model_fingerprint, save_checkpoint
 from .config import get_config
 from .data import open_source
+from .distributed import init_from_env, rank_device, share
 from .manifest import CANDIDATE_SETS, SplitManifest, ids_fingerprint, reference_folder, reference_set
 from .model import build_model
 from .model_ref import check_settings
@@ -106,24 +106,10 @@ def finished(path: Path, recipe: FarmRecipe, ids) -> bool:
 
 
 def distributed_share(count: int) -> tuple[list, int, int]:
-    """(the reference indices this process trains, rank, world size): under torchrun rank r of W trains
-    r, r + W, ...; otherwise all of them."""
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    return list(range(rank, count, world)), rank, world
-
-
-@contextmanager
-def _one_process_training():
-    """train_mae joins a torchrun group (DDP) when WORLD_SIZE > 1; a farm's ranks train separate models."""
-    saved = os.environ.get("WORLD_SIZE")
-    os.environ["WORLD_SIZE"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("WORLD_SIZE", None)
-        else:
-            os.environ["WORLD_SIZE"] = saved
+    """(the reference indices this process trains, rank, world size): under torchrun (distributed.init_from_env)
+    rank r of W trains r, r + W, ... (distributed.share); otherwise all of them."""
+    rank, world = init_from_env()
+    return share(list(range(count)), rank, world), rank, world
 
 
 def _work_dir(work: Path, recipe: FarmRecipe, ids) -> Path:
@@ -149,11 +135,11 @@ def train_reference(out_dir, data_spec: str, ids: list, recipe: FarmRecipe, inde
         config = get_config(recipe.preset, **check_settings(recipe.config, "farm recipe config"))
         cfg = recipe.train_config(index)
         work = _work_dir(Path(out_dir) / f".{path.name}.training", recipe, ids)
-        with _one_process_training():
-            train_mae(build_model(config, seed=cfg.seed), members, cfg, out_dir=work, resume=True, progress=progress,
-                      device=device, provenance={"role": role, "manifest": MANIFEST_FILE, "data_spec": data_spec,
-                                                 "training_ids": ids_fingerprint(ids),
-                                                 "farm_recipe": recipe.to_dict()})
+        train_mae(build_model(config, seed=cfg.seed), members, cfg, out_dir=work, resume=True, progress=progress,
+                  device=device, distributed=False, provenance={"role": role, "manifest": MANIFEST_FILE,
+                                                                "data_spec": data_spec,
+                                                                "training_ids": ids_fingerprint(ids),
+                                                                "farm_recipe": recipe.to_dict()})
         trained = load_own_checkpoint(work)
         fingerprint = model_fingerprint(trained.model)
         save_checkpoint(trained.model, path, {**trained.provenance, "model_fingerprint": fingerprint})
@@ -183,7 +169,7 @@ def train_references(manifest, count: int, out_dir, online: bool = False, recipe
     if rank == 0:
         new.save(out_dir / MANIFEST_FILE)
     if world > 1 and torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = rank_device(torch.device("cuda"))
     todo = [i for i in mine if not finished(out_dir / reference_folder(i), recipe, sets[i])]
     done = [train_reference(out_dir, spec, sets[i], recipe, i) for i in mine if i not in todo]  # kept as they are
     tasks = [(out_dir, spec, sets[i], recipe, i, device, progress and jobs == 1) for i in todo]

@@ -93,16 +93,18 @@ def default_device() -> torch.device:
 
 def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig, out_dir=None,
               resume: bool = False, provenance: dict | None = None, progress=True,
-              device: torch.device | str | None = None) -> list[float]:
+              device: torch.device | str | None = None, distributed: bool = True) -> list[float]:
     """Pre-train `model` on every image of `source`; returns the mean loss of each epoch run.
     Only parameters that require grad are trained. `progress`: True for a tqdm bar, or a
-    callable(epochs_done, epochs), called after each epoch (a dashboard's bar).
+    callable(epochs_done, epochs), called after each epoch (a dashboard's bar). `distributed`: under
+    torchrun (WORLD_SIZE > 1) the ranks train this one model together (DDP); False: this process trains it
+    alone, on `device` (a reference farm's rank, training its own models).
 
     With `out_dir`, the final model is saved there (mimmia format), epochs in
     `save_epochs` under out_dir/epochs/, and a resumable state after each epoch.
     """
     check_visible(model.config.num_patches, cfg.mask_ratio)
-    rank, world, device, net = _place(model, cfg, device)
+    rank, world, device, net = _place(model, cfg, device, distributed)
     total_batch = cfg.batch_size * world
     base_lr = cfg.lr if cfg.lr is not None else cfg.blr * total_batch / 256
     optimizer, dp_run = _optimizer(model, cfg, base_lr, len(source), world)
@@ -145,9 +147,9 @@ def train_mae(model: MaskedAutoencoderViT, source: ImageSource, cfg: TrainConfig
     return losses
 
 
-def _place(model: MaskedAutoencoderViT, cfg: TrainConfig, device):
+def _place(model: MaskedAutoencoderViT, cfg: TrainConfig, device, distributed: bool):
     """(rank, world size, device, the network to call): the model moved there, in DDP and compiled as asked."""
-    rank, world = init_from_env()
+    rank, world = init_from_env() if distributed else (0, 1)
     if torch.cuda.is_available() and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

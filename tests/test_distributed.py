@@ -16,7 +16,7 @@ from mimmia_core.checkpoint import save_checkpoint
 from mimmia_core.cli import main
 from mimmia_core.config import MAEConfig
 from mimmia_core.data import ArraySource
-from mimmia_core.distributed import merge_shards, rank_and_world, shard, sharded
+from mimmia_core.distributed import merge_shards, rank_and_world, shard, share, sharded
 from mimmia_core.manifest import make_split, reference_folder
 from mimmia_core.model import build_model
 
@@ -92,6 +92,7 @@ def test_shards_are_positions_r_mod_w():
     np.testing.assert_array_equal(parts[1].images([0, 1]), src.images([1, 4]))
     with pytest.raises(ValueError, match="rank"):
         shard(src, 3, 3)
+    assert share(list(range(5)), 1, 2) == [1, 3] and share(list(range(1)), 1, 2) == []  # a farm's models
 
 
 def test_merge_places_each_shard_by_id():

@@ -2,7 +2,11 @@
 manifest's IN/OUT bookkeeping, training over 2 processes, resuming a killed farm, the online experiment it
 makes, and bad inputs refused with exit 2."""
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,6 +144,24 @@ def test_online_attacks_run_on_the_farms_references(farm, tmp_path):
     (unnamed / "mimmia.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not say which reference set"):
         load_experiment(target, shadow, [unnamed, *refs[1:]], manifest=root / "refs" / "manifest.json")
+
+
+def test_two_torchrun_ranks_each_train_their_share_alone(farm, tmp_path):
+    """Rank r of 2 trains references r, r + 2 by itself (not DDP): the weights the one-process farm made."""
+    root, _, done = farm
+    config = [f"--config={k}={json.dumps(v)}" for k, v in TINY.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "mimmia_core", "train-references", "--manifest", str(root / "split.json"),
+                          "--count", str(COUNT), "--online", "--extra", str(EXTRA), "--out", str(tmp_path / "refs"),
+                          "--epochs", "1", "--batch-size", "4", "--warmup-epochs", "0", "--device", "cpu", *config],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "2 of 4 online references (rank 0 of 2)" in run.stdout and "(rank 1 of 2)" in run.stdout
+    written = SplitManifest.load(tmp_path / "refs" / "manifest.json")
+    for i, r in enumerate(done):
+        assert finished(tmp_path / "refs" / reference_folder(i), RECIPE, written.reference_members[i])
+        assert load_own_checkpoint(tmp_path / "refs" / reference_folder(i)).fingerprint == r["fingerprint"]
 
 
 @pytest.mark.parametrize("extra, message", [

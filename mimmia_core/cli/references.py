@@ -1,4 +1,5 @@
 """The reference-farm command: train-references (mimmia_core.farm)."""
+from ..distributed import shutdown
 from ..farm import FarmRecipe, distributed_share, train_references
 from .common import parse_device
 from .training import _config_overrides
@@ -14,10 +15,13 @@ def cmd_train_references(args) -> int:
                         batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
                         weight_decay=args.weight_decay, mask_ratio=args.mask_ratio, seed=args.seed)
     recipe.train_config(0)  # refuses a bad epochs, batch size, mask ratio or seed before any work
-    done = train_references(args.manifest, args.count, args.out, online=args.online, recipe=recipe,
-                            jobs=args.jobs, device=parse_device(args.device), size=args.size, extra=args.extra,
-                            data=args.data)
-    _, rank, world = distributed_share(args.count)
+    try:  # under torchrun each rank trains its share (distributed_share) in the process group it opens
+        done = train_references(args.manifest, args.count, args.out, online=args.online, recipe=recipe,
+                                jobs=args.jobs, device=parse_device(args.device), size=args.size, extra=args.extra,
+                                data=args.data)
+        _, rank, world = distributed_share(args.count)
+    finally:
+        shutdown()
     for r in done:
         print(f"{r['path']}: {r['status']}, fingerprint {r['fingerprint']}")
     where = f" (rank {rank} of {world})" if world > 1 else ""
