@@ -1,6 +1,7 @@
 """Shared by the benchmarks: our MAE and transformers' ViTMAEForPreTraining on identical weights,
 the masked-patch MSE each computes, agreement checks, timing and the report."""
 import json
+import os
 import statistics
 import time
 
@@ -145,9 +146,10 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fns: dict, repeats: int, device="cpu", warmup: bool = True) -> dict:
-    """Median seconds per call of each fn, timed round-robin (after a warm-up call each) so
-    that load from other processes hits every variant alike."""
+def round_robin_seconds(fns: dict, repeats: int, device="cpu", warmup: bool = True) -> dict:
+    """Seconds of each call of each fn, {name: [repeats]}, timed round-robin (after a warm-up call
+    each): repetition i of every variant runs back to back, so load from other processes hits
+    every variant alike."""
     for fn in fns.values() if warmup else ():
         fn()
     times = {name: [] for name in fns}
@@ -158,7 +160,23 @@ def median_seconds(fns: dict, repeats: int, device="cpu", warmup: bool = True) -
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def median_seconds(fns: dict, repeats: int, device="cpu", warmup: bool = True) -> dict:
+    """Median seconds per call of each fn, timed round-robin (round_robin_seconds)."""
+    return {name: statistics.median(t) for name, t in round_robin_seconds(fns, repeats, device, warmup).items()}
+
+
+def paired_speedup(times: dict, ours: str, peer: str) -> float:
+    """The median over repetitions of peer time / our time, each pair timed back to back: an
+    in-run ratio that a load changing between repetitions does not skew."""
+    return statistics.median(p / o for o, p in zip(times[ours], times[peer]))
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes), to print beside timings on a shared machine."""
+    return os.getloadavg()[0]
 
 
 def matmul_flops(fn) -> tuple:

@@ -18,6 +18,7 @@ def test_bench_cpu_quick(capsys):
     assert [t["shape"] for t in tables] == ["mae_tiny_28", "vit_b16_224"]
     for t in tables:
         assert t["gflop_per_unit"] > 0 and t["ceiling_rate"] > 0
+        assert t["threads"] == 1 and t["paired_ratio"] > 0 and t["load_before"] >= 0  # the in-run ratio, with the load
         diffs = {r["variant"]: float(r["note"].rsplit(" ", 1)[1]) for r in t["rows"]}
         assert all(d <= 1e-4 for name, d in diffs.items() if "bf16" not in name)
     vit_b = tables[1]["gflop_per_unit"]
