@@ -10,7 +10,7 @@ from mimmia_core.cli import main
 from mimmia_core.data import FASHION_MNIST_DIRS
 from mimmia_core.study import (BUILTIN_STUDIES, StudySpec, load_study, load_study_spec, point_scores, run_study,
                                tradeoff_rows, tradeoff_sentence)
-from mimmia_core.study.results import CSV_COLUMNS, finding
+from mimmia_core.study.results import CSV_COLUMNS, attacks_table, finding
 from mimmia_core.manifest import SplitManifest
 from mimmia_core.study.runner import plan_point
 from mimmia_core.study.spec import apply_settings, check_point, model_recipe
@@ -94,6 +94,10 @@ def test_the_online_study_records_who_was_in_where_and_runs_offline_and_online_a
     by = {r["attack"]: r for r in record["results"]}
     assert list(by) == ["paper", "lira", "rmia", "lira_online", "rmia_online"]
     assert by["paper"]["balanced_accuracy"] is not None and by["lira_online"]["balanced_accuracy"] is None  # no shadow
+    table = attacks_table(record).splitlines()
+    assert len(table) == 2 + 5 and table[3] == f"| offline LiRA | 0.75 | {by['lira']['auc']:.3f} | — | — | " \
+        f"{by['lira']['balanced_accuracy']:.3f} |"  # 24 non-members: 1% FPR is not measurable
+    assert table[5].startswith("| online LiRA |") and table[5].endswith("| — |")  # no shadow, no threshold
     manifest = SplitManifest.load(tmp_path / record["manifest_file"])
     candidates = manifest.target_members + manifest.target_nonmembers
     inside = manifest.in_matrix(candidates)

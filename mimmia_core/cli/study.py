@@ -3,7 +3,7 @@ import shlex
 import sys
 
 from ..study import BUILTIN_STUDIES, finding, load_study, load_study_spec, run_study
-from ..study.results import study_table
+from ..study.results import attacks_table, study_table
 from .common import parse_device
 
 
@@ -16,6 +16,8 @@ def cmd_study(args) -> int:
                      log=lambda line: print(line, file=sys.stderr), command=command, work_dir=args.work)
     doc = load_study(path)
     print(study_table(doc["points"]))
+    if len(doc["points"]) == 1:  # one point (the online study): its attacks side by side, down to 0.1% FPR
+        print("\n" + attacks_table(doc["points"][0]))
     print(f"\n{spec.title}: {finding(spec, doc['points'])}")
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0

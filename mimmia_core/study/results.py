@@ -118,9 +118,22 @@ def _attacks_compared(record: dict) -> str:
     return f"{record['label']}: AUC{f' / TPR at {float(fpr):.1%} FPR' if fpr else ''} " + ", ".join(parts) + "."
 
 
-def _tpr_text(m: dict) -> str:
-    t = m["tpr_at"].get("0.01")
+def _tpr_text(m: dict, fpr: str = "0.01") -> str:
+    t = m["tpr_at"].get(fpr)
     return "—" if t is None else f"{t['tpr']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]"
+
+
+def attacks_table(record: dict) -> str:
+    """A Markdown table of one point's attacks, a row per attack and mask ratio: AUC, TPR at 1% and at 0.1%
+    FPR [95% Clopper-Pearson interval] ("—": not measurable) and the balanced accuracy at the shadow's
+    threshold ("—": no threshold, as for the online attacks, whose references leave the shadow's images out)."""
+    lines = ["| attack | mask ratio | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | balanced accuracy |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in record["results"]:
+        accuracy = "—" if r["balanced_accuracy"] is None else f"{r['balanced_accuracy']:.3f}"
+        lines.append(f"| {r['label']} | {r['mask_ratio']:g} | {r['auc']:.3f} | {_tpr_text(r)} | "
+                     f"{_tpr_text(r, '0.001')} | {accuracy} |")
+    return "\n".join(lines)
 
 
 def study_table(records: list) -> str:
