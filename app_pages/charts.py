@@ -110,7 +110,10 @@ def sweep_figure(rows: list, metric: str, label: str, current: float | None = No
     fig = go.Figure()
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     for i, attack in enumerate(attacks):
-        mine = sorted((r for r in rows if r["attack"] == attack), key=lambda r: r["mask_ratio"])
+        mine = sorted((r for r in rows if r["attack"] == attack and r[metric] is not None),  # None: not measurable
+                      key=lambda r: r["mask_ratio"])
+        if not mine:
+            continue
         color, nudge = PALETTE[i % len(PALETTE)], 0.006 * (i - (len(attacks) - 1) / 2)
         x = [r["mask_ratio"] + nudge for r in mine]
         lo, hi = f"{metric}_lo", f"{metric}_hi"

@@ -12,7 +12,8 @@ from mimmia_core.metrics import DEFAULT_FPRS
 def column_names() -> dict:
     """The sweep table's columns in words."""
     names = {"mask_ratio": "mask ratio", "attack": "attack", "distance": "distance", "auc": "AUC",
-             "accuracy": "accuracy at the shadow's threshold", "best": "best ratio", "note": "note"}
+             "accuracy": "accuracy at the shadow's threshold",
+             "balanced_accuracy": "balanced accuracy at the shadow's threshold", "best": "best ratio", "note": "note"}
     for fpr in DEFAULT_FPRS:
         at = f"TPR @ {fpr:.1%} FPR".replace(".0%", "%")
         names.update({f"tpr@{fpr:g}": at, f"tpr@{fpr:g}_lo": f"{at}, 95% CI low", f"tpr@{fpr:g}_hi": f"{at}, 95% CI high"})

@@ -559,7 +559,7 @@ def sweep(experiment, mask_ratios, attacks, spec, scorer, progress=None, thresho
           aggregate: str = "mean") -> list[dict]:
     """Run each attack at each mask ratio; one row per (ratio, attack), the best ratio of each attack
     (highest AUC, then TPR at the lowest FPR) marked best=True. Each row names the distance scored
-    with and carries run_attack's note (None if none). progress(done, total, label) if given."""
+    with and carries run_attack's note (None if none); a TPR at an FPR below 1/non-members is None. progress(done, total, label) if given."""
     attacks = [make_attack(a) for a in attacks]
     fixed = [a.name for a in attacks if not a.uses_mask_ratio]
     if fixed:
@@ -573,9 +573,12 @@ def sweep(experiment, mask_ratios, attacks, spec, scorer, progress=None, thresho
                            aggregate)
             row = dict(mask_ratio=float(ratio), attack=attack.name, distance=r.spec.distance, auc=r.metrics["auc"],
                        best=False)
-            for fpr, t in r.metrics["tpr_at"].items():
-                row.update({f"tpr@{fpr:g}": t["tpr"], f"tpr@{fpr:g}_lo": t["lo"], f"tpr@{fpr:g}_hi": t["hi"]})
-            row["accuracy"] = r.metrics["confusion"]["accuracy"] if r.threshold is not None else None
+            for fpr, t in r.metrics["tpr_at"].items():  # no number where the FPR cannot be measured
+                shown = t if t["measurable"] else dict(tpr=None, lo=None, hi=None)
+                row.update({f"tpr@{fpr:g}": shown["tpr"], f"tpr@{fpr:g}_lo": shown["lo"],
+                            f"tpr@{fpr:g}_hi": shown["hi"]})
+            confusion = r.metrics["confusion"] if r.threshold is not None else {}
+            row["accuracy"], row["balanced_accuracy"] = confusion.get("accuracy"), confusion.get("balanced_accuracy")
             row["note"] = "; ".join(r.notes) or None
             rows.append(row)
     if progress:
@@ -583,7 +586,7 @@ def sweep(experiment, mask_ratios, attacks, spec, scorer, progress=None, thresho
     lowest = f"tpr@{min(DEFAULT_FPRS):g}"
     for attack in attacks:
         mine = [row for row in rows if row["attack"] == attack.name]
-        max(mine, key=lambda row: (row["auc"], row[lowest]))["best"] = True
+        max(mine, key=lambda row: (row["auc"], -1.0 if row[lowest] is None else row[lowest]))["best"] = True
     return rows
 
 

@@ -191,9 +191,11 @@ def _pct(fpr: float) -> str:
 
 
 def attack_table(results) -> str:
-    """attack | AUC | TPR at each FPR (with the interval at 1%) | accuracy at the shadow threshold."""
+    """attack | AUC | TPR at each FPR (with the interval at 1%; "—" where not measurable) | balanced accuracy
+    at the shadow threshold."""
     fprs = list(results[0].metrics["tpr_at"])
-    header = ["attack", "AUC"] + [f"TPR@{_pct(f)}" + (" [95% CI]" if f == 0.01 else "") for f in fprs] + ["acc@thr"]
+    header = ["attack", "AUC"] + [f"TPR@{_pct(f)}" + (" [95% CI]" if f == 0.01 else "") for f in fprs] + \
+        ["bal.acc@thr"]
     rows, unmeasurable = [], False
     for r in results:
         row = [r.attack, f"{r.metrics['auc']:.3f}"]
@@ -201,12 +203,13 @@ def attack_table(results) -> str:
             t = r.metrics["tpr_at"][f]
             cell = f"{t['tpr']:.3f}" + (f" [{t['lo']:.3f}, {t['hi']:.3f}]" if f == 0.01 else "")
             unmeasurable |= not t["measurable"]
-            row.append(cell + ("" if t["measurable"] else "*"))
-        row.append(f"{r.metrics['confusion']['accuracy']:.3f}" if r.threshold is not None else "-")
+            row.append(cell if t["measurable"] else "—*")
+        row.append(f"{r.metrics['confusion']['balanced_accuracy']:.3f}" if r.threshold is not None else "-")
         rows.append(row)
     lines = _columns([header] + rows)
     if unmeasurable:
-        lines.append(f"* below the smallest measurable FPR, 1/{results[0].metrics['n_nonmembers']} non-members")
+        lines.append(f"* not measurable: below the smallest measurable FPR, 1/{results[0].metrics['n_nonmembers']} "
+                     f"non-members")
     lines += _note_lines((r.attack, note) for r in results for note in r.notes)
     return "\n".join(lines)
 
@@ -245,10 +248,12 @@ def _sweep_notes(rows):
 
 def sweep_table(rows: list[dict]) -> str:
     fprs = [k for k in rows[0] if k.startswith("tpr@") and not k.endswith(("_lo", "_hi"))]
-    header = ["mask ratio", "attack", "AUC"] + [f"TPR@{_pct(float(k[4:]))}" for k in fprs] + ["acc@thr", ""]
+    header = ["mask ratio", "attack", "AUC"] + [f"TPR@{_pct(float(k[4:]))}" for k in fprs] + ["bal.acc@thr", ""]
     table = [header] + [
-        [f"{row['mask_ratio']:g}", row["attack"], f"{row['auc']:.3f}"] + [f"{row[k]:.3f}" for k in fprs]
-        + ["-" if row["accuracy"] is None else f"{row['accuracy']:.3f}", "<- best" if row["best"] else ""]
+        [f"{row['mask_ratio']:g}", row["attack"], f"{row['auc']:.3f}"]
+        + ["—" if row[k] is None else f"{row[k]:.3f}" for k in fprs]  # —: below 1/non-members
+        + ["-" if row["balanced_accuracy"] is None else f"{row['balanced_accuracy']:.3f}",
+           "<- best" if row["best"] else ""]
         for row in rows]
     return "\n".join(_columns(table) + _note_lines(_sweep_notes(rows)))
 
