@@ -24,6 +24,7 @@ from .model import MaskedAutoencoderViT
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CPU_ACTIVATION_BYTES = 16 << 20  # on CPU a forward is cut so its widest activation stays cache-sized
+CPU_CACHE_BYTES, CPU_CACHE_ROWS = 6 << 20, 32  # tighter, for a model of which 32 image-masks fit in it
 MASKS_PER_IMAGE = 8  # off the CPU a forward holds at most batch_size * MASKS_PER_IMAGE image-masks
 _CPU_PASS = threading.RLock()  # held by a CPU pass while it runs one thread per op
 
@@ -38,11 +39,14 @@ def on_device(model: MaskedAutoencoderViT, device) -> torch.device:
 
 def images_per_forward(model: MaskedAutoencoderViT, rows_per_image: int) -> int:
     """Images per forward on CPU: the widest activation (an MLP's hidden layer over all
-    patches) of rows_per_image rows each stays within CPU_ACTIVATION_BYTES. Larger
-    forwards are slower there (caches; page faults on fresh allocations)."""
+    patches) of rows_per_image rows each stays within CPU_ACTIVATION_BYTES, and within
+    CPU_CACHE_BYTES for a model small enough that CPU_CACHE_ROWS image-masks fit there.
+    Larger forwards are slower there (caches; page faults on fresh allocations), smaller
+    ones waste the products."""
     c = model.config
     widest = (c.num_patches + 1) * max(c.embed_dim, c.decoder_embed_dim) * c.mlp_ratio * 4
-    return max(1, int(CPU_ACTIVATION_BYTES // (widest * rows_per_image)))
+    budget = min(CPU_ACTIVATION_BYTES, CPU_CACHE_BYTES if CPU_CACHE_ROWS * widest <= CPU_CACHE_BYTES else np.inf)
+    return max(1, int(budget // (widest * rows_per_image)))
 
 
 def rows_per_forward(model: MaskedAutoencoderViT, device: torch.device, batch_size: int) -> int:
@@ -206,5 +210,5 @@ def stream(model, source: ImageSource, batch_size: int, device, progress, precis
     return np.concatenate(ids_out), results
 
 
-__all__ = ["PRECISIONS", "CPU_ACTIVATION_BYTES", "MASKS_PER_IMAGE", "on_device", "images_per_forward",
+__all__ = ["PRECISIONS", "CPU_ACTIVATION_BYTES", "CPU_CACHE_BYTES", "CPU_CACHE_ROWS", "MASKS_PER_IMAGE", "on_device", "images_per_forward",
            "rows_per_forward", "in_mask_chunks", "resolve_precision", "make_step", "cpu_workers", "stream"]
