@@ -1,6 +1,7 @@
 """CPU scoring speed: mimmia's scoring engine vs transformers' ViTMAE on identical weights and inputs.
 
     python -m bench.bench_cpu [--quick] [--threads 1,2] [--shapes mae_tiny_28,vit_b16_224] [--no-memory] [--no-compile]
+                              [--profile]
 
 For each thread count and shape both sides compute the masked-patch MSE of N images
 under K masks (mask ratio 0.75); the scores are checked to agree before anything is
@@ -34,6 +35,7 @@ import sys
 import numpy as np
 import torch
 
+from bench.bench_train import profile as op_profile
 from bench.common import (build_pair, check_close, hf_scores_batched, hf_scores_per_mask, load_average,
                           matmul_flops, matmul_peak, ours_scores, paired_speedup, random_batch, report,
                           round_robin_seconds)
@@ -46,7 +48,8 @@ FULL = {"mae_tiny_28": dict(images=64, masks=8, repeats=7), "vit_b16_224": dict(
 QUICK = {"mae_tiny_28": dict(images=16, masks=4, repeats=2), "vit_b16_224": dict(images=1, masks=2, repeats=1)}
 
 
-def bench_shape(shape: str, images: int, masks: int, repeats: int, compile: bool, peaks: dict):
+def bench_shape(shape: str, images: int, masks: int, repeats: int, compile: bool, peaks: dict,
+                profile: bool = False):
     model, hf = build_pair(shape, MASK_RATIO)
     c = model.config
     imgs, uint8 = random_batch(c, images)
@@ -91,6 +94,9 @@ def bench_shape(shape: str, images: int, masks: int, repeats: int, compile: bool
            extra={"shape": shape, "images": images, "masks": masks, "threads": threads,
                   "bf16_peak_gflops": round(peaks["bf16"] / 1e9), "paired_ratio": round(speedup, 3),
                   "load_before": round(load_before, 2), "load_after": round(load_after, 2)})
+    if profile and threads == 1:  # torch.profiler does not see score_images' worker threads
+        for name in ("ours score_images", "hf per mask"):
+            op_profile(f"{shape}, {name}, 1 thread", variants[name][0], steps=3)
 
 
 def bench_memory(small: int, masks: int):
@@ -122,6 +128,8 @@ def main(argv=None):
     p.add_argument("--shapes", default="mae_tiny_28,vit_b16_224")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (compiling takes a minute)")
+    p.add_argument("--profile", action="store_true",
+                   help="at 1 thread, also print where score_images' and transformers' time goes, op by op")
     p.add_argument("--memory-images", type=int, default=6000, help="compared with 10x as many")
     p.add_argument("--memory-masks", type=int, default=8)
     args = p.parse_args(argv)
@@ -131,7 +139,8 @@ def main(argv=None):
         peaks = {name: matmul_peak(dtype, repeats=1 if args.quick else 5)
                  for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
         for shape in args.shapes.split(","):
-            bench_shape(shape, **sizes[shape], compile=not (args.quick or args.no_compile), peaks=peaks)
+            bench_shape(shape, **sizes[shape], compile=not (args.quick or args.no_compile), peaks=peaks,
+                        profile=args.profile)
     torch.set_num_threads(max(map(int, args.threads.split(","))))
     if not args.no_memory:
         bench_memory(*((500, 2) if args.quick else (args.memory_images, args.memory_masks)))
