@@ -8,7 +8,8 @@ argument, on the model's device: nothing here draws from a global RNG.
 
 Shapes: N images, K masks each, L patches, D width, p patch size, C channels.
 The K masks of a batch run as one forward of K*N rows, k-major (row k*N + n is
-image n under mask k); the patch embedding is computed once per image.
+image n under mask k); the patch embedding is computed once per image and each
+row's visible patches are gathered from it, never from K copies.
 """
 from functools import partial
 
