@@ -7,10 +7,8 @@ itself, so a read checks that the entry answers this request (a renamed,
 tampered or colliding file is a miss). Entries are .npz files written
 atomically; stale temporary files are removed.
 
-A compact cache stores float arrays as float16, compressed, wherever every value
-round-trips within cache_request.COMPACT_RTOL (relative), and keeps the others as
-they are; the arrays read back are float16 then. The demo bundle ships its scores
-as packs of such entries (score_pack.py).
+The demo bundle ships its scores as a pack of entries (score_pack.py), which
+read-only roots serve as well.
 """
 import io
 import json
@@ -22,7 +20,7 @@ import numpy as np
 
 from .assets import DEMO_DIR
 from .atomic import WriteWarning, atomic_write_bytes, clean_stale_tmp
-from .cache_request import canonical, compact_array, request_key
+from .cache_request import canonical, request_key
 from .score_pack import packs_in
 
 BUNDLED_CACHE = DEMO_DIR / "cache"  # the demo bundle's precomputed scores, wherever assets.py finds it
@@ -39,12 +37,11 @@ class ScoreCache:
     `read_only_roots` are searched after `root` and never written, their entry files
     and their packs (score_pack.py): by default the demo bundle's precomputed scores,
     which only ever match the demo's own models and data since requests hold
-    fingerprints. compact: write entries as cache_request.compact_array, compressed.
+    fingerprints.
     """
 
-    def __init__(self, root=None, read_only_roots=(BUNDLED_CACHE,), compact: bool = False):
+    def __init__(self, root=None, read_only_roots=(BUNDLED_CACHE,)):
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.compact = compact
         self.read_only_roots = tuple(Path(r) for r in read_only_roots)
         self._packs = [pack for r in self.read_only_roots for pack in packs_in(r)]
         clean_stale_tmp(self.root)  # on opening, and again at the first write
@@ -91,8 +88,7 @@ class ScoreCache:
     def put(self, request: dict, arrays: dict) -> Path | None:
         """Store arrays for the request; a cache that cannot be written warns (WriteWarning) and returns None."""
         buf = io.BytesIO()
-        arrays = {name: compact_array(a) if self.compact else np.asarray(a) for name, a in arrays.items()}
-        (np.savez_compressed if self.compact else np.savez)(buf, **arrays, **{REQUEST: np.array(canonical(request))})
+        np.savez(buf, **{name: np.asarray(a) for name, a in arrays.items()}, **{REQUEST: np.array(canonical(request))})
         try:
             if not self._cleaned:
                 clean_stale_tmp(self.root)

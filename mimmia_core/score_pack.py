@@ -2,8 +2,8 @@
 
 A ScoreCache entry per file repeats its ids, its request and a zip header; thousands of them (every
 mask ratio of the slider, every distance, every model and source) would not fit the bundle. A pack
-stores each entry's arrays compact (cache_request.compact_array: float16 within COMPACT_RTOL), each distinct
-ids array once, and an index of key -> request, so a read still checks that the entry answers the
+stores each entry's arrays compact (cache_request.compact_array: float16 within COMPACT_RTOL; a float16
+array as its high bytes, then its low bytes), each distinct ids array once, and an index of key -> request, so a read still checks that the entry answers the
 request. PSNR entries that equal distances.psnr of the pack's pixel_mse entry (within COMPACT_RTOL)
 are not stored but derived from it on reading. Members are read lazily, one entry at a time.
 """
@@ -22,7 +22,7 @@ from .distances import psnr
 
 PACK_SUFFIX = ".pack.npz"
 INDEX = "index"  # the member holding the JSON index
-PACK_VERSION = 1
+PACK_VERSION = 2
 
 
 def _psnr_of(pixel_mse: np.ndarray) -> np.ndarray:
@@ -49,6 +49,18 @@ def _derivable(entries: dict, request: dict, arrays: dict) -> str | None:
     return key
 
 
+def _shuffled(a: np.ndarray) -> tuple[np.ndarray, tuple | None]:
+    """A float16 array as (2, size) uint8 planes (high bytes, low bytes) and its shape; others as they are."""
+    if a.dtype != np.float16:
+        return a, None
+    planes = np.ascontiguousarray(a, dtype="<f2").view(np.uint8).reshape(-1, 2).T[::-1]
+    return np.ascontiguousarray(planes), a.shape
+
+
+def _unshuffled(planes: np.ndarray, shape) -> np.ndarray:
+    return np.ascontiguousarray(planes[::-1].T).view("<f2").reshape(shape)
+
+
 def write_pack(entries, path) -> Path:
     """Write (request, arrays) pairs (arrays: "ids" plus score arrays) as one pack at `path`, atomically."""
     entries = {request_key(request): (request, arrays) for request, arrays in entries}
@@ -65,7 +77,9 @@ def write_pack(entries, path) -> Path:
             for name, a in arrays.items():
                 if name != "ids":
                     item["arrays"][name] = f"{key}-{name}"
-                    members[f"{key}-{name}"] = compact_array(a)
+                    members[f"{key}-{name}"], shape = _shuffled(compact_array(a))
+                    if shape is not None:
+                        item.setdefault("float16", {})[name] = list(shape)
         index[key] = item
     buf = io.BytesIO()
     np.savez_compressed(buf, **members, **{INDEX: np.array(json.dumps({"version": PACK_VERSION, "entries": index}))})
@@ -100,8 +114,10 @@ class ScorePack:
         if item is None or item["request"] != canonical(request):
             return None
         try:
-            arrays = {"ids": self._file[item["ids"]],
-                      **{name: self._file[member] for name, member in item["arrays"].items()}}
+            arrays = {"ids": self._file[item["ids"]]}
+            for name, member in item["arrays"].items():
+                shape = item.get("float16", {}).get(name)
+                arrays[name] = self._file[member] if shape is None else _unshuffled(self._file[member], shape)
         except Exception:  # noqa: BLE001 -- damaged bytes raise many types
             return None
         if "psnr_of" in item:
