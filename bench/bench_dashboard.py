@@ -7,6 +7,8 @@ slider moves, without the network and drawing). Rows:
   first run, models the first script run (torch already imported): loading the six models, the first page;
   grid              a run after each of: every bundled mask ratio, K = 1..8, each distance, each
                     aggregate (median and max over those runs): served by the bundled pack;
+  <page>: K move    each other page: the slowest of three K moves, after a first visit (the Mask ratio
+                    page sweeps 6 ratios and 4 attacks at each);
   off-grid: first   a new mask seed (nothing cached): from "Start scoring" until the page shows its
                     first attack (the paper attack needs only the target and the shadow);
   off-grid: all     ... until every attack of the page is shown;
@@ -55,6 +57,24 @@ def grid_runs(at: AppTest) -> list:
     return times
 
 
+PAGES = ("reconstruction", "distances", "roc", "mask_ratio", "exposed")
+
+
+def page_runs(at: AppTest) -> dict:
+    """Per page: the slowest of three K moves (each bundled), after a first visit."""
+    slowest = {}
+    for page in PAGES:
+        at.switch_page(f"app_pages/{page}.py").run()
+        times = []
+        for k in (4, 2, 7):
+            at.session_state["num_masks"] = k
+            times.append(timed(at.run))
+        slowest[page] = max(times)
+    at.switch_page("app_pages/overview.py")
+    at.session_state["num_masks"] = GRID_MASKS
+    return slowest
+
+
 def shown(at: AppTest) -> int:
     """How many attacks the Overview shows (its headline blocks)."""
     count = 0
@@ -99,13 +119,15 @@ def main(argv=None) -> int:
     cold = timed(at.run)
     grid = grid_runs(at)
     median = statistics.median(grid)
+    pages = page_runs(at)
+    at.run()
     first, total = off_grid(at, args.seed)
     whole = whole_demo(args.seed + 1)
     print(f"threads: {os.environ.get('OMP_NUM_THREADS', 'default')}, cpus: {os.cpu_count()}")
-    print(f"{'row':<18}{'seconds':>10}{'x grid median':>16}")
+    print(f"{'row':<34}{'seconds':>10}{'x grid median':>16}")
     for name, s in [("first run, models", cold), ("grid: median", median), ("grid: max", max(grid)),
-                    ("off-grid: first", first), ("off-grid: all", total), ("whole demo", whole)]:
-        print(f"{name:<18}{s:>10.2f}{s / median:>16.1f}")
+                    *((f"{page}: K move, max", t) for page, t in pages.items()), ("off-grid: first", first), ("off-grid: all", total), ("whole demo", whole)]:
+        print(f"{name:<34}{s:>10.2f}{s / median:>16.1f}")
     print(f"grid runs: {len(grid)} (every bundled mask ratio, K 1..{GRID_MASKS}, each distance and aggregate)")
     return 0
 
