@@ -182,16 +182,15 @@ class MaskedAutoencoderViT(nn.Module):
 
     def _unshuffle(self, cls, visible, ids_restore):
         """The decoder's input [B,1+L,D] with its position embedding: the cls token, each visible
-        token at its patch, the mask token everywhere else. One write of the mask tokens and a
+        token at its patch, the mask token everywhere else. The mask tokens written once and a
         scatter of the visible ones (the same sums as MAE's repeat, cat, gather, cat and add)."""
         B, L = ids_restore.shape
         pos = self.decoder_pos_embed
         ids_keep = torch.empty_like(ids_restore).scatter_(
             1, ids_restore, torch.arange(L, device=ids_restore.device).expand(B, L))[:, :visible.shape[1]] + 1
-        x = (self.mask_token + pos).expand(B, -1, -1).contiguous()
-        x[:, :1] = cls + pos[:, :1]
+        x = torch.cat([cls + pos[:, :1], (self.mask_token + pos[:, 1:]).expand(B, -1, -1)], dim=1)
         index = ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[2])
-        return x.scatter_(1, index, visible + pos[0][ids_keep])
+        return x.scatter(1, index, visible + pos[0][ids_keep])  # out of place: per-sample grads (DP) vmap it
 
     def forward_loss(self, imgs, pred, mask):
         """Step 5: mean squared error over the masked patches, in the target space.
