@@ -150,7 +150,8 @@ def study_figure(rows: list, metric: str, y_title: str, x_title: str, scale: str
     The selected point (a label) is ringed."""
     xs = [r["label"] if scale == "category" else r["value"] for r in rows]
     ys = [r[metric] for r in rows]
-    has_ci = all(r.get(f"{metric}_lo") is not None for r in rows if r[metric] is not None)
+    shown = [r for r in rows if r[metric] is not None]  # None: the point has no such number (no threshold ...)
+    has_ci = bool(shown) and all(r.get(f"{metric}_lo") is not None for r in shown)
     error = dict(type="data", symmetric=False, array=[(r[f"{metric}_hi"] or 0) - (r[metric] or 0) for r in rows],
                  arrayminus=[(r[metric] or 0) - (r[f"{metric}_lo"] or 0) for r in rows]) if has_ci else None
     fig = go.Figure()

@@ -107,3 +107,13 @@ def test_the_defenses_page_shows_each_points_numbers(defenses):
         assert metric(at, "Linear-probe accuracy") == f"{row['probe_accuracy']:.1%}"
         assert metric(at, "Held-out loss") == f"{row['heldout_loss']:.4f}"
     assert [r["record"]["settings"]["target"]["dp"] for r in rows][2] == {"noise_multiplier": 1.0}
+
+
+def test_a_study_curve_without_the_metric_draws_no_interval():
+    """Online attacks learn no threshold: a balanced-accuracy curve of None values draws, with no error bars."""
+    from app_pages.charts import study_figure
+    rows = [dict(label="a", value=1, balanced_accuracy=None), dict(label="b", value=2, balanced_accuracy=None)]
+    fig = study_figure(rows, "balanced_accuracy", "balanced accuracy", "x", "linear")
+    assert fig.data[0].error_y.array is None and list(fig.data[0].y) == [None, None]
+    rows = [dict(label="a", value=1, auc=0.7, auc_lo=0.6, auc_hi=0.8)]
+    assert list(study_figure(rows, "auc", "AUC", "x", "linear").data[0].error_y.array) == [pytest.approx(0.1)]
