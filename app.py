@@ -30,6 +30,8 @@ PAGES = [
     st.Page("app_pages/models.py", title="Models", icon=":material/memory:"),
 ]
 
+RECORDED = ("Studies", "Defenses", "Models")  # pages that show recorded results or a checkpoint, not an attack run
+
 page = st.navigation(PAGES)
-state.settings_sidebar()
+state.settings_sidebar(applies=page.title not in RECORDED)
 page.run()

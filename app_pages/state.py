@@ -94,20 +94,24 @@ def error_text(e: BaseException) -> str:
 # --------------------------------------------------------------------------
 # Attack settings (sidebar, shared by every page)
 # --------------------------------------------------------------------------
-def settings_sidebar() -> None:
-    """The attack settings; their values stay when the page changes."""
+def settings_sidebar(applies: bool = True) -> None:
+    """The attack settings; their values stay when the page changes. On a page they do not apply to
+    (applies=False) they are shown greyed out, with a line saying so: a widget left undrawn would lose its value."""
     sb = st.sidebar
     sb.subheader("Attack settings")
-    sb.slider("Mask ratio at attack time", 0.05, 0.95, 0.75, 0.05, key="mask_ratio",
+    if not applies:
+        sb.caption("Not used on this page: it shows results recorded with their own settings. "
+                   "They apply to the attack pages above.")
+    sb.slider("Mask ratio at attack time", 0.05, 0.95, 0.75, 0.05, key="mask_ratio", disabled=not applies,
               help="Fraction of patches hidden before the model reconstructs the image.")
-    sb.slider("Masks per image (K)", 1, 32, 8, 1, key="num_masks",
+    sb.slider("Masks per image (K)", 1, 32, 8, 1, key="num_masks", disabled=not applies,
               help="Each image is scored under K random masks; the distances are aggregated.")
     with sb.expander("More settings"):
-        st.number_input("Mask seed", 0, 2**31 - 1, 0, 1, key="mask_seed",
+        st.number_input("Mask seed", 0, 2**31 - 1, 0, 1, key="mask_seed", disabled=not applies,
                         help="Masks are a pure function of (seed, image id, mask index): scores are reproducible.")
-        st.selectbox("Distance", DISTANCES, key="distance",
+        st.selectbox("Distance", DISTANCES, key="distance", disabled=not applies,
                       help="masked_mse: MSE over masked patches in the model's target space (MAE's loss).")
-        st.selectbox("Aggregate over the K masks", AGGREGATES, key="aggregate")
+        st.selectbox("Aggregate over the K masks", AGGREGATES, key="aggregate", disabled=not applies)
 
 
 def current_spec() -> ScoreSpec:

@@ -1,11 +1,6 @@
-"""What a cache entry answers and how its arrays are stored: the request's canonical JSON, its key, and
-the compact (float16) form of score arrays that the bundled caches use."""
+"""What a cache entry answers: the request's canonical JSON and its key."""
 import hashlib
 import json
-
-import numpy as np
-
-COMPACT_RTOL = 1e-3  # float16's relative rounding is at most 2**-11 (4.9e-4) for normal numbers
 
 
 def canonical(request: dict) -> str:
@@ -21,15 +16,4 @@ def request_key(request: dict) -> str:
     return hashlib.sha256(canonical(request).encode()).hexdigest()
 
 
-def compact_array(a) -> np.ndarray:
-    """a as float16 if it is a float array whose every value float16 holds within COMPACT_RTOL, else a."""
-    a = np.asarray(a)
-    if a.dtype.kind != "f" or a.dtype == np.float16:
-        return a
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        half = a.astype(np.float16)
-        fits = np.isfinite(a).all() and (np.abs(half.astype(np.float64) - a) <= COMPACT_RTOL * np.abs(a)).all()
-    return half if fits else a
-
-
-__all__ = ["canonical", "request_key", "compact_array", "COMPACT_RTOL"]
+__all__ = ["canonical", "request_key"]

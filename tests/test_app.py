@@ -105,6 +105,16 @@ def test_every_page_loads(which, monkeypatch):
         assert at.title, f"{page} shows no title"
 
 
+def test_attack_settings_are_greyed_out_where_they_do_not_apply():
+    at = start(mask_ratio=0.5)
+    assert not at.sidebar.slider[0].disabled
+    goto(at, "models")
+    assert at.sidebar.slider[0].disabled and at.sidebar.selectbox[0].disabled
+    assert any("Not used on this page" in c.value for c in at.sidebar.caption)
+    goto(at, "distances")
+    assert not at.sidebar.slider[0].disabled and at.sidebar.slider[0].value == 0.5  # kept across the pages
+
+
 def test_overview_headline_matches_core(core):
     exp, scorer = core
     at = start()

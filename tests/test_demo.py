@@ -10,7 +10,7 @@ from mimmia_core.attacks import run_attack
 from mimmia_core.cache import ScoreCache
 from mimmia_core.checkpoint import load_model
 from mimmia_core.data import load_demo, load_fashion_mnist
-from mimmia_core.cache_request import COMPACT_RTOL
+from mimmia_core.score_pack import PACK_RTOL
 from mimmia_core.demo import DEMO_DIR, GRID_RATIOS, DemoRecipe, build_demo
 from mimmia_core.manifest import SplitManifest
 from mimmia_core.experiment import demo_models, load_demo_experiment
@@ -108,8 +108,8 @@ def test_bundled_scores_match_fresh_ones(demo_results, tmp_path):
                 if role.split("_")[0] in sources:
                     assert scorer.is_cached(model, source, spec), (ratio, model.path, role)
     bundled = run_attack("paper", exp, ScoreSpec(mask_ratio=0.75, num_masks=8, seed=0), scorer)
-    # the pack stores float16 (score_pack.py): each score within COMPACT_RTOL of the exact one
-    np.testing.assert_allclose(bundled.member_scores, demo_results["paper"].member_scores, rtol=COMPACT_RTOL)
+    # the pack stores log-quantised scores (score_pack.py): each within PACK_RTOL of the exact one
+    np.testing.assert_allclose(bundled.member_scores, demo_results["paper"].member_scores, rtol=PACK_RTOL)
     assert not any(tmp_path.iterdir()), "a bundled hit must not be copied into the user's cache"
     assert _bundle_fingerprint() == before, "reading the bundle changed it"
 

@@ -1,15 +1,16 @@
-"""Score packs: the bundled grid's storage. Compact but checked: every value within COMPACT_RTOL, a request
-answered only by its own entry, PSNR derived exactly as distances.psnr would give it, and a Scorer that
-reads a pack never scores."""
+"""Score packs: the bundled grid's storage. Compact but checked: every value within PACK_RTOL, the values
+named exact kept exact, a request answered only by its own entry, PSNR derived exactly as distances.psnr
+would give it, a check that names every metric the quantisation moves, and a Scorer that reads a pack
+never scores."""
 import numpy as np
 import torch
 
 from mimmia_core.attacks import run_attack
 from mimmia_core.cache import ScoreCache
-from mimmia_core.cache_request import COMPACT_RTOL, compact_array
+from mimmia_core.cache_request import request_key
 from mimmia_core.distances import psnr
 from mimmia_core.experiment import load_demo_experiment
-from mimmia_core.score_pack import ScorePack, write_pack
+from mimmia_core.score_pack import PACK_RTOL, ScorePack, write_pack
 from mimmia_core.scorer import Scorer
 from mimmia_core.scores import ScoreSpec
 
@@ -28,28 +29,44 @@ def _entries():
                       (_request("masked_mse", "m2"), {"ids": ids, "per_mask": 2 * mse})]
 
 
-def test_compact_array_keeps_what_float16_cannot_hold():
-    assert compact_array(np.array([0.1, 20.0])).dtype == np.float16
-    assert compact_array(np.array([1e-9, 0.1])).dtype == np.float64  # subnormal in float16: kept exact
-    assert compact_array(np.array([1e6])).dtype == np.float64  # beyond float16's range
-    assert compact_array(np.array([3, 4])).dtype.kind == "i"
-
-
 def test_pack_answers_each_request_within_rtol_and_derives_psnr(tmp_path):
     ids, mse, entries = _entries()
     pack = ScorePack(write_pack(entries, tmp_path / "scores.pack.npz"))
     got = pack.get(_request("pixel_mse"))
     np.testing.assert_array_equal(got["ids"], ids)
-    assert got["per_mask"].dtype == np.float16
-    assert np.all(np.abs(got["per_mask"] - mse) <= COMPACT_RTOL * mse)
+    assert got["per_mask"].dtype == np.float64 and not np.array_equal(got["per_mask"], mse)  # quantised
+    assert np.all(np.abs(got["per_mask"] - mse) <= PACK_RTOL * mse)
+    assert np.abs(got["per_mask"] / mse - 1).max() < 1e-4  # 65,535 steps of a range of 50x: within 3e-5
     derived = pack.get(_request("psnr"))["per_mask"]
-    np.testing.assert_allclose(derived, psnr(torch.from_numpy(got["per_mask"].astype(np.float64))).numpy())
-    np.testing.assert_allclose(derived, -10 * np.log10(mse), rtol=COMPACT_RTOL)
+    np.testing.assert_allclose(derived, psnr(torch.from_numpy(got["per_mask"])).numpy())
+    np.testing.assert_allclose(derived, -10 * np.log10(mse), rtol=PACK_RTOL)
     with np.load(tmp_path / "scores.pack.npz") as z:
         assert sum(name.startswith("ids") for name in z.files) == 1  # shared ids stored once
-        assert not any(name.endswith("per_mask") and "psnr" in name for name in z.files)
+        assert not any("per_mask" in name for name in z.files)  # every value in the one quantised array
     assert pack.get(_request("masked_mse")) is None  # m1 has no masked_mse entry
     assert pack.get({**_request("pixel_mse"), "precision": "bf16"}) is None
+
+
+def test_named_entries_and_patched_images_come_back_exact(tmp_path):
+    ids, mse, entries = _entries()
+    mse32 = mse.astype(np.float32).astype(np.float64)  # scores are computed in fp32: float32 holds them exactly
+    entries = [(r, {**a, "per_mask": a["per_mask"].astype(np.float32).astype(np.float64)}) for r, a in entries]
+    patched, whole = request_key(_request("pixel_mse")), request_key(_request("masked_mse", "m2"))
+    pack = ScorePack(write_pack(entries, tmp_path / "p.pack.npz", exact={whole}, patches={patched: {9, 40}}))
+    got = pack.get(_request("pixel_mse"))["per_mask"]
+    np.testing.assert_array_equal(got[:, [1, 3]], mse32[:, [1, 3]])  # ids 9 and 40: exact
+    assert not np.array_equal(got[:, [0, 2]], mse32[:, [0, 2]])  # the others quantised
+    np.testing.assert_array_equal(pack.get(_request("masked_mse", "m2"))["per_mask"], 2 * mse32)
+    psnr_exact = entries[1][1]["per_mask"]
+    np.testing.assert_allclose(pack.get(_request("psnr"))["per_mask"][:, [1, 3]], psnr_exact[:, [1, 3]], rtol=1e-6)
+
+
+def test_a_positive_array_that_cannot_be_quantised_is_kept_exact(tmp_path):
+    ids = np.arange(3, dtype=np.int64)
+    for values in (np.array([[0.0, 0.1, 0.2]]), np.array([[1e-30, 1.0, 1e30]])):  # a zero; a range too wide
+        request = _request("pixel_l1")
+        pack = ScorePack(write_pack([(request, {"ids": ids, "per_mask": values})], tmp_path / "x.pack.npz"))
+        np.testing.assert_array_equal(pack.get(request)["per_mask"], values)
 
 
 def test_a_damaged_pack_is_a_miss_and_a_read_only_root_serves_packs(tmp_path):
