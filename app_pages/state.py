@@ -100,8 +100,7 @@ def settings_sidebar(applies: bool = True) -> None:
     sb = st.sidebar
     sb.subheader("Attack settings")
     if not applies:
-        sb.caption("Not used on this page: it shows results recorded with their own settings. "
-                   "They apply to the attack pages above.")
+        sb.caption("Not used on this page; they apply to the attack pages above.")
     sb.slider("Mask ratio at attack time", 0.05, 0.95, 0.75, 0.05, key="mask_ratio", disabled=not applies,
               help="Fraction of patches hidden before the model reconstructs the image.")
     sb.slider("Masks per image (K)", 1, 32, 8, 1, key="num_masks", disabled=not applies,

@@ -7,8 +7,9 @@ request, so a read still checks that the entry answers the request.
 
 Values are stored log-quantised: a positive float array becomes uint16 steps of its own log range,
 so each value comes back within PACK_RTOL (relative; about 10x finer than float16 at the same two
-bytes, and checked when writing); all steps are one array, lzma-compressed as byte planes (it finds
-what deflate's window cannot: pixel_mse and pixel_mse_raw nearly repeat each other). An array that is
+bytes, and checked when writing); the steps of each mask ratio are one array, lzma-compressed as byte
+planes (it finds what deflate's window cannot: pixel_mse and pixel_mse_raw nearly repeat each other)
+and decompressed at its first read. An array that is
 not all positive and finite, or whose range is too wide for PACK_RTOL, is kept exact (float32 where
 that is lossless, as scores are computed in fp32; else float64), as are the entries named in `exact`
 and, in an entry named in `patches`, the values of those images: pack_check.py names the values whose
@@ -30,9 +31,9 @@ from .cache_request import canonical, request_key
 from .distances import psnr
 
 PACK_SUFFIX = ".pack.npz"
-INDEX, VALUES = "index", "values"  # the members holding the JSON index and every quantised value
+INDEX, VALUES = "index", "values"  # the members holding the JSON index and (VALUES-<chunk>) the quantised values
 PATCH_COLUMNS, PATCH_VALUES = "patch-columns", "patch-values"  # the exactly kept values and their columns
-PACK_VERSION = 3
+PACK_VERSION = 4
 PACK_RTOL = 2e-4  # the largest relative error of a quantised value
 STEPS = 65535
 
@@ -84,10 +85,11 @@ def _lossless(a: np.ndarray) -> np.ndarray:
 
 
 class _Values:
-    """The pack's concatenated arrays: quantised values (uint16), and the exact patches' columns and values."""
+    """The pack's concatenated arrays: quantised values (uint16) in chunks, one per mask ratio (a read
+    decompresses only its own), and the exact patches' columns and values."""
 
     def __init__(self):
-        self.steps, self.columns, self.exact = [], [], []
+        self.steps, self.columns, self.exact = {}, [], []
 
     @staticmethod
     def _append(chunks: list, a: np.ndarray) -> int:
@@ -95,23 +97,31 @@ class _Values:
         chunks.append(np.ravel(a))
         return offset
 
-    def store(self, a: np.ndarray, columns) -> dict | None:
-        """A reference to `a` quantised (the last-axis `columns` exact), or None where it cannot be."""
+    def store(self, a: np.ndarray, columns, chunk: str) -> dict | None:
+        """A reference to `a` quantised into `chunk` (the last-axis `columns` exact), or None where it cannot be."""
         q, lo, step = _quantised(a) if a.dtype.kind == "f" else (None, 0.0, 0.0)
         if q is None:
             return None
-        ref = {"offset": self._append(self.steps, q), "shape": list(a.shape), "lo": lo, "step": step}
+        ref = {"chunk": chunk, "offset": self._append(self.steps.setdefault(chunk, []), q), "shape": list(a.shape),
+               "lo": lo, "step": step}
         if len(columns):
             ref["patch"] = [self._append(self.columns, columns), len(columns), self._append(self.exact, a[..., columns])]
         return ref
 
     def members(self) -> dict:
-        """{VALUES: the uint16 steps as lzma-compressed byte planes, PATCH_COLUMNS, PATCH_VALUES}."""
-        steps = np.concatenate(self.steps) if self.steps else np.zeros(0, np.uint16)
-        planes = np.ascontiguousarray(steps.astype("<u2").view(np.uint8).reshape(-1, 2).T)  # low bytes, then high
-        return {VALUES: np.frombuffer(lzma.compress(planes.tobytes(), preset=9 | lzma.PRESET_EXTREME), np.uint8),
-                PATCH_COLUMNS: np.concatenate(self.columns).astype(np.int32) if self.columns else np.zeros(0, np.int32),
+        """{VALUES-<chunk>: a chunk's uint16 steps as lzma-compressed byte planes, PATCH_COLUMNS, PATCH_VALUES}."""
+        out = {}
+        for chunk, steps in self.steps.items():
+            planes = np.concatenate(steps).astype("<u2").view(np.uint8).reshape(-1, 2).T  # low bytes, then high
+            out[f"{VALUES}-{chunk}"] = np.frombuffer(lzma.compress(np.ascontiguousarray(planes).tobytes(),
+                                                                   preset=9 | lzma.PRESET_EXTREME), np.uint8)
+        return {**out, PATCH_COLUMNS: np.concatenate(self.columns).astype(np.int32) if self.columns else np.zeros(0, np.int32),
                 PATCH_VALUES: _lossless(np.concatenate(self.exact)) if self.exact else np.zeros(0, np.float32)}
+
+
+def _chunk(request: dict) -> str:
+    ratio = (request.get("spec") or {}).get("mask_ratio")
+    return "other" if ratio is None else f"ratio{ratio:g}"
 
 
 def write_pack(entries, path, exact=(), patches=None) -> Path:
@@ -134,7 +144,8 @@ def write_pack(entries, path, exact=(), patches=None) -> Path:
             if name == "ids":
                 continue
             a = np.asarray(a)
-            ref = None if key in exact else values.store(a, columns if a.ndim and a.shape[-1] == len(ids) else [])
+            columns_here = columns if a.ndim and a.shape[-1] == len(ids) else []
+            ref = None if key in exact else values.store(a, columns_here, _chunk(request))
             if ref is None:
                 ref = {"member": f"{key}-{name}"}
                 members[ref["member"]] = _lossless(a)
@@ -151,7 +162,7 @@ class ScorePack:
 
     def __init__(self, path):
         self.path = Path(path)
-        self._file, self._index, self._values, self._patches = None, None, None, None
+        self._file, self._index, self._chunks, self._patches = None, None, {}, None
         self._lock = threading.Lock()  # one reader at a time: a zip file is not read safely by two threads
 
     def _open(self) -> dict:
@@ -161,8 +172,6 @@ class ScorePack:
                 self._file = np.load(self.path, allow_pickle=False)
                 doc = json.loads(str(self._file[INDEX]))
                 self._index = doc["entries"] if doc.get("version") == PACK_VERSION else {}
-                planes = np.frombuffer(lzma.decompress(self._file[VALUES].tobytes()), np.uint8).reshape(2, -1)
-                self._values = np.ascontiguousarray(planes.T).view("<u2").ravel()
                 self._patches = self._file[PATCH_COLUMNS], self._file[PATCH_VALUES].astype(np.float64)
             except Exception:  # noqa: BLE001 -- a damaged pack is a miss for every request
                 self._index = {}
@@ -177,13 +186,20 @@ class ScorePack:
             a = self._file[ref["member"]]
             return a.astype(np.float64) if a.dtype == np.float32 else a
         size = int(np.prod(ref["shape"]))
-        q = self._values[ref["offset"]:ref["offset"] + size]
+        q = self._steps(ref["chunk"])[ref["offset"]:ref["offset"] + size]
         a = _dequantised(q, ref["lo"], ref["step"]).reshape(ref["shape"])
         if "patch" in ref:
             (at, n, values_at), (columns, values) = ref["patch"], self._patches
             shape = a[..., :n].shape
             a[..., columns[at:at + n]] = values[values_at:values_at + int(np.prod(shape))].reshape(shape)
         return a
+
+    def _steps(self, chunk: str) -> np.ndarray:
+        """A chunk's uint16 steps, decompressed at its first read."""
+        if chunk not in self._chunks:
+            planes = np.frombuffer(lzma.decompress(self._file[f"{VALUES}-{chunk}"].tobytes()), np.uint8).reshape(2, -1)
+            self._chunks[chunk] = np.ascontiguousarray(planes.T).view("<u2").ravel()
+        return self._chunks[chunk]
 
     def _get(self, request: dict) -> dict[str, np.ndarray] | None:
         item = self._open().get(request_key(request))
