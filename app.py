@@ -18,20 +18,20 @@ with loading.container():
         from app_pages import state  # noqa: E402 -- imported under the spinner on purpose
 loading.empty()
 
-PAGES = [
+ATTACK_PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
     st.Page("app_pages/reconstruction.py", title="Reconstruction", icon=":material/image:"),
     st.Page("app_pages/distances.py", title="Distances", icon=":material/bar_chart:"),
     st.Page("app_pages/roc.py", title="ROC and threshold", icon=":material/show_chart:"),
     st.Page("app_pages/mask_ratio.py", title="Mask ratio", icon=":material/tune:"),
     st.Page("app_pages/exposed.py", title="Most exposed images", icon=":material/warning:"),
+]
+OTHER_PAGES = [  # recorded results and checkpoints: the sidebar's attack settings do not apply
     st.Page("app_pages/studies.py", title="Studies", icon=":material/science:"),
     st.Page("app_pages/defenses.py", title="Defenses", icon=":material/shield:"),
     st.Page("app_pages/models.py", title="Models", icon=":material/memory:"),
 ]
 
-RECORDED = ("Studies", "Defenses", "Models")  # pages that show recorded results or a checkpoint, not an attack run
-
-page = st.navigation(PAGES)
-state.settings_sidebar(applies=page.title not in RECORDED)
+page = st.navigation(ATTACK_PAGES + OTHER_PAGES)
+state.settings_sidebar(applies=not any(page is other for other in OTHER_PAGES))
 page.run()
