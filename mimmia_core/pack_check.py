@@ -2,9 +2,10 @@
 
 A pack stores scores quantised (score_pack.py), so a metric could move where a member's score sits next to
 the threshold: one member of 128 is 0.0078 of TPR. `check_pack` runs each attack at each setting on the exact
-scores and on the pack's and names every metric that moved by METRIC_ATOL or more; `exact_entries` names the
-entries such a setting reads, which the pack then keeps unquantised. `pack_exactly` repeats both until no
-metric moves: the demo's pack gives its metrics to 3 decimals by construction, and its check says so.
+scores and on the pack's and names every metric that moved by METRIC_ATOL or more; `patch_ids` names the
+images next to the thresholds it moved at, whose values the pack then keeps exact, and `exact_entries` the
+whole entries such a setting reads, where that does not suffice. `pack_exactly` writes, checks and patches
+until no metric moves: the demo's pack gives its metrics to 3 decimals by construction, and its check says so.
 """
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -158,13 +159,13 @@ def pack_exactly(entries, path, experiment, exact, settings, seed: int = 0, roun
     and write it again, until a whole check passes. Returns (the passing PackCheck, {"patched_images": n,
     "exact_entries": n}); raises if `rounds` do not suffice."""
     entries, keep, patches, check = list(entries), set(), {}, PackCheck()
-    for round in range(rounds):
+    for attempt in range(rounds):
         write_pack(entries, path, exact=keep, patches=entry_patches(entries, patches))
         check = check.updated(_check_written(path, experiment, exact, settings, seed))
         if not check.failures:
             return check, {"patched_images": sum(map(len, patches.values())), "exact_entries": len(keep)}
         changed = check.groups(f[0] for f in check.failures)
-        if round == 0:
+        if attempt == 0:
             patches = patch_ids(experiment, check.failures)
         else:
             keep |= exact_entries(entries, check.failures)

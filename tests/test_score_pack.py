@@ -10,6 +10,8 @@ from mimmia_core.cache import ScoreCache
 from mimmia_core.cache_request import request_key
 from mimmia_core.distances import psnr
 from mimmia_core.experiment import load_demo_experiment
+from mimmia_core import score_pack
+from mimmia_core.pack_check import check_pack, grid_settings, pack_exactly
 from mimmia_core.score_pack import PACK_RTOL, ScorePack, write_pack
 from mimmia_core.scorer import Scorer
 from mimmia_core.scores import ScoreSpec
@@ -90,3 +92,26 @@ def test_the_bundled_grid_serves_every_slider_position_without_scoring(monkeypat
                                (0.95, 8, "pixel_mse_raw"), (0.5, 3, "all_mse")]:
         result = run_attack("calibrated", exp, ScoreSpec(ratio, k, 0, distance), scorer)
         assert np.isfinite(result.metrics["auc"]) and result.spec.num_masks == k, (ratio, k, distance)
+
+
+def test_pack_exactly_keeps_exact_what_a_coarse_quantisation_would_move(tiny_bundle, tmp_path, monkeypatch):
+    """With 63 steps per array (far coarser than the shipped 65,535) metrics do move; pack_exactly patches
+    the images next to the moved thresholds (and whole entries where needed) until a whole check passes."""
+    monkeypatch.setattr(score_pack, "STEPS", 63)
+    monkeypatch.setattr(score_pack, "PACK_RTOL", 0.5)  # else such coarse steps are refused and stored exact
+    exp = load_demo_experiment("cpu", tiny_bundle)
+    exact = Scorer("cpu", cache=ScoreCache(tmp_path / "exact", read_only_roots=()), memo_size=64)
+    settings = grid_settings(["paper", "calibrated"], [0.5], 2, distances=["masked_mse", "pixel_mse", "psnr"])
+    for attack in ("paper", "calibrated"):
+        run_attack(attack, exp, ScoreSpec(0.5, 2, 0), exact)
+    entries = list(exact.cache.entries())
+    path = tmp_path / "pack" / "scores.pack.npz"
+    path.parent.mkdir()
+    write_pack(entries, path)
+    plain = Scorer("cpu", cache=ScoreCache(tmp_path / "own", read_only_roots=(path.parent,)), memo_size=64)
+    assert check_pack(exp, exact, plain, settings).failures, "63 steps should move some metric"
+    check, kept = pack_exactly(entries, path, exp, exact, settings)
+    assert not check.failures and check.settings == len(settings)
+    assert kept["patched_images"] + kept["exact_entries"] > 0
+    packed = Scorer("cpu", cache=ScoreCache(tmp_path / "own2", read_only_roots=(path.parent,)), memo_size=64)
+    assert not check_pack(exp, exact, packed, settings).failures  # the written pack, read afresh
