@@ -1,14 +1,11 @@
 """One image and an attack's verdict: an upload loaded (saying what was converted) and scored the way
 run_attack scored the candidates, and which members an attack catches or misses at its threshold."""
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from .attacks import check_images_fit, make_attack
 from .data import ArraySource, load_image_bytes
-from .data.images import GREY_MODES
 from .scores import refuse_non_finite
 
 
@@ -35,31 +32,14 @@ def score_image(experiment, result, image, image_id: int, scorer) -> float:
 @dataclass
 class Upload:
     image: np.ndarray    # uint8 (img_size, img_size, in_chans), as data.load_image_bytes gives it
-    note: str | None     # how it was converted to fit the model (conversion_note), None if it was not
-
-
-def conversion_note(mode: str, in_chans: int, transparent: bool = False) -> str | None:
-    """What data.convert_mode does to an image file of PIL `mode` (with transparency: `transparent`) for a
-    model of `in_chans` channels, in a sentence; None when the file already has the model's channels."""
-    grey = mode in GREY_MODES or mode.startswith("I;16")
-    steps = []
-    if mode.startswith("I;16"):
-        steps.append("16-bit grey scaled to 8 bit")
-    if transparent or mode in ("RGBA", "RGBa", "LA", "La", "PA"):
-        steps.append(f"transparency ({mode}) flattened onto black")
-    if in_chans == 1 and not grey:
-        what = {"RGB": "colour (RGB)", "RGBA": "colour (RGBA)", "P": "palette colours", "PA": "palette colours"}
-        steps.append(f"{what.get(mode, mode)} to grey by ITU-R 601-2 luma, as the model takes 1 channel")
-    if in_chans == 3 and grey:
-        steps.append("grey repeated into 3 channels, as the model takes colour")
-    return f"The upload was converted: {'; '.join(steps)}." if steps else None
+    note: str | None     # how it was converted to fit the model (data.convert_mode's steps), None if it was not
 
 
 def load_upload(data: bytes, img_size: int, in_chans: int, resize: bool = False) -> Upload:
     """data.load_image_bytes, with a note saying how the file was converted to the model's channels."""
-    image = load_image_bytes(data, img_size, in_chans, resize=resize)  # refuses what cannot be read
-    with Image.open(io.BytesIO(data)) as img:  # the header only: it decoded above
-        return Upload(image, conversion_note(img.mode, in_chans, "transparency" in img.info))
+    steps = []
+    image = load_image_bytes(data, img_size, in_chans, resize=resize, steps=steps)  # refuses what cannot be read
+    return Upload(image, f"The upload was converted: {'; '.join(steps)}." if steps else None)
 
 
 @dataclass
@@ -83,4 +63,4 @@ def member_verdicts(result) -> Verdicts:
                     missed=np.asarray(result.member_ids)[order][~caught][::-1], threshold=float(result.threshold))
 
 
-__all__ = ["score_image", "Upload", "conversion_note", "load_upload", "Verdicts", "member_verdicts"]
+__all__ = ["score_image", "Upload", "load_upload", "Verdicts", "member_verdicts"]

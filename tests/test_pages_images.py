@@ -20,7 +20,7 @@ from mimmia_core import report  # noqa: E402
 from mimmia_core.attacks import run_attack  # noqa: E402
 from mimmia_core.data import load_image_bytes  # noqa: E402
 from mimmia_core.experiment import load_demo_experiment  # noqa: E402
-from mimmia_core.image_score import conversion_note, load_upload, member_verdicts  # noqa: E402
+from mimmia_core.image_score import load_upload, member_verdicts  # noqa: E402
 from mimmia_core.masking import mask_noise  # noqa: E402
 from mimmia_core.reconstruction import reconstruct  # noqa: E402
 from mimmia_core.scorer import Scorer  # noqa: E402
@@ -81,12 +81,13 @@ def test_member_verdicts_split_at_the_threshold():
 
 
 def test_uploads_say_how_they_were_converted():
-    assert conversion_note("L", 1) is None and conversion_note("RGB", 3) is None
-    assert conversion_note("RGB", 1) == ("The upload was converted: colour (RGB) to grey by ITU-R 601-2 luma, "
-                                         "as the model takes 1 channel.")
-    assert conversion_note("RGBA", 1) == ("The upload was converted: transparency (RGBA) flattened onto black; "
-                                          "colour (RGBA) to grey by ITU-R 601-2 luma, as the model takes 1 channel.")
-    assert conversion_note("L", 3) == \
+    assert load_upload(png("L"), 16, 1).note is None and load_upload(png("RGB"), 16, 3).note is None
+    assert load_upload(png("RGB"), 16, 1).note == ("The upload was converted: colour (RGB) to grey by ITU-R 601-2 "
+                                                   "luma, as the model takes 1 channel.")
+    assert load_upload(png("RGBA"), 16, 1).note == ("The upload was converted: transparency (RGBA) flattened onto "
+                                                    "black; colour (RGBA) to grey by ITU-R 601-2 luma, as the model "
+                                                    "takes 1 channel.")
+    assert load_upload(png("L"), 16, 3).note == \
         "The upload was converted: grey repeated into 3 channels, as the model takes colour."
     for mode, converted in (("L", False), ("RGB", True), ("RGBA", True)):
         up = load_upload(png(mode), 16, 1)

@@ -53,18 +53,29 @@ def decode_image(fp, what: str) -> Image.Image:
     return img
 
 
-def convert_mode(img: Image.Image, mode: str, what: str) -> Image.Image:
+def convert_mode(img: Image.Image, mode: str, what: str, steps: list | None = None) -> Image.Image:
     """To mode "L" or "RGB". 16-bit grey is scaled to 8 bit; transparency is
     flattened onto black; RGB -> L is PIL's ITU-R 601-2 luma; L -> RGB repeats
-    the grey value; palette images take their palette colours."""
+    the grey value; palette images take their palette colours. `steps`, if given,
+    receives a phrase for each of these that was done."""
+    steps = [] if steps is None else steps
+    source = img.mode
     if img.mode.startswith("I;16"):
         wide = np.asarray(img).astype(np.uint32)
         img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+        steps.append("16-bit grey scaled to 8 bit")
     elif img.mode in ("I", "F"):
         raise ValueError(f"{what} has 32-bit {'integer' if img.mode == 'I' else 'float'} pixels (mode {img.mode}); "
                          f"save it with 8 or 16 bits per channel")
     if img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info:
         img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img.convert("RGBA"))
+        steps.append(f"transparency ({source}) flattened onto black")
+    grey = source in GREY_MODES or source.startswith("I;16")
+    if mode == "L" and not grey:
+        colour = {"RGB": "colour (RGB)", "RGBA": "colour (RGBA)", "P": "palette colours", "PA": "palette colours"}
+        steps.append(f"{colour.get(source, source)} to grey by ITU-R 601-2 luma, as the model takes 1 channel")
+    if mode == "RGB" and grey:
+        steps.append("grey repeated into 3 channels, as the model takes colour")
     try:
         return img.convert(mode)
     except ValueError as e:
@@ -93,7 +104,8 @@ class ImageSizeError(ValueError):
                          f"resize it first, or load it with resize=True (center-crop, then resize)")
 
 
-def load_image_bytes(data: bytes, img_size: int, in_chans: int, resize: bool = False) -> np.ndarray:
+def load_image_bytes(data: bytes, img_size: int, in_chans: int, resize: bool = False,
+                     steps: list | None = None) -> np.ndarray:
     """Decode an uploaded image file to uint8 (img_size, img_size, in_chans).
 
     The first frame is used (GIF, WebP). The image becomes the model's
@@ -102,10 +114,12 @@ def load_image_bytes(data: bytes, img_size: int, in_chans: int, resize: bool = F
     16-bit grey is scaled to 8 bit. An image of another size is refused unless
     `resize`, which center-crops it to a square and resizes it (bicubic); one
     over MAX_IMAGE_PIXELS is refused from its header, before it is decoded.
+    `steps`, if given, receives what convert_mode did.
     """
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
-    img = convert_mode(decode_image(io.BytesIO(data), "the upload"), "L" if in_chans == 1 else "RGB", "the upload")
+    img = convert_mode(decode_image(io.BytesIO(data), "the upload"), "L" if in_chans == 1 else "RGB", "the upload",
+                       steps)
     if img.size != (img_size, img_size):
         if not resize:
             raise ImageSizeError(img.size, img_size)
