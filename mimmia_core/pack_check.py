@@ -79,9 +79,9 @@ def shown_metrics(metrics: dict) -> dict:
     """The numbers the pages show of metrics.evaluate's answer: AUC, TPR at each FPR, and the accuracy,
     balanced accuracy, TPR and FPR at the shadow's threshold."""
     shown = {"auc": metrics["auc"], **{f"tpr@{f:g}": t["tpr"] for f, t in metrics["tpr_at"].items()}}
-    for name in ("accuracy", "balanced_accuracy", "tpr", "fpr"):
-        if "confusion" in metrics:
-            shown[f"threshold {name}"] = metrics["confusion"][name]
+    if "confusion" in metrics:
+        shown.update({f"threshold {name}": metrics["confusion"][name]
+                      for name in ("accuracy", "balanced_accuracy", "tpr", "fpr")})
     return shown
 
 
@@ -134,22 +134,21 @@ def patch_ids(experiment, failures) -> dict:
     return patches
 
 
+def _request_group(request: dict) -> tuple | None:
+    """A score entry's (mask ratio, distance), as _group names a result's; None for other entries."""
+    return (request["spec"]["mask_ratio"], request["spec"]["distance"]) if request.get("kind") == "scores" else None
+
+
 def exact_entries(entries, failures) -> set:
     """The request keys of the score entries a failing setting reads: every model's and source's, at
     its mask ratio, seed and scored distance."""
     wanted = {_group(want) for _, _, want, _ in failures}
-    return {request_key(r) for r, _ in entries if r.get("kind") == "scores"
-            and (r["spec"]["mask_ratio"], r["spec"]["distance"]) in wanted}
+    return {request_key(r) for r, _ in entries if _request_group(r) in wanted}
 
 
 def entry_patches(entries, patches: dict) -> dict:
     """patch_ids' answer as write_pack's `patches`: {request key: ids} for every entry of each group."""
-    out = {}
-    for r, _ in entries:
-        ids = patches.get((r["spec"]["mask_ratio"], r["spec"]["distance"])) if r.get("kind") == "scores" else None
-        if ids:
-            out[request_key(r)] = ids
-    return out
+    return {request_key(r): patches[_request_group(r)] for r, _ in entries if patches.get(_request_group(r))}
 
 
 def pack_exactly(entries, path, experiment, exact, settings, seed: int = 0, rounds: int = 4) -> tuple:
